@@ -1,0 +1,395 @@
+//! The cluster model: what Marathon told us, in domain terms, and how events change it.
+//!
+//! Pure data, no I/O and no JSON. [`crate::marathon::convert`] builds these values from the wire
+//! format; [`crate::zone::build`] turns a [`Cluster`] into a zone snapshot.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// An absolute Marathon app id such as `/prod/web`.
+pub type AppId = String;
+
+/// How an app's tasks are networked; decides which address and port are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Host networking: the agent's address and the allocated host ports.
+    Host,
+    /// Docker bridge (`container/bridge`): agent address and host ports; the task's own
+    /// `ipAddresses` are container-internal and never published.
+    Bridge,
+    /// Container network (IP per task): the task's own addresses and container ports.
+    Container,
+}
+
+/// Transport protocol of a port, as used in SRV owner names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// The SRV label, `_tcp` or `_udp`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Tcp => "_tcp",
+            Self::Udp => "_udp",
+        }
+    }
+}
+
+/// One port of an app, in the order Marathon lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    pub name: Option<String>,
+    pub protocols: Vec<Proto>,
+    /// Whether this port takes the next entry of the task's allocated host ports
+    /// (Marathon's own alignment rule, `NetworkInfo.scala`).
+    pub consumes_host_port: bool,
+    /// Fixed container port (container networking); `None` or 0 means "same as the host port".
+    pub container_port: Option<u16>,
+}
+
+/// Lifecycle state of a task, reduced to what publishing needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    Running,
+    /// Any non-terminal state other than running (staging, killing, unreachable …).
+    NotRunning(String),
+}
+
+/// One task (for apps: one instance) of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: String,
+    /// Agent host name or IP literal (`"unknown"` if Marathon has no agent info).
+    pub host: String,
+    pub state: TaskState,
+    pub ip_addresses: Vec<IpAddr>,
+    pub host_ports: Vec<u16>,
+    /// One entry per health-check result: `alive`.
+    pub health: Vec<bool>,
+}
+
+/// An app definition plus its tasks, keyed by task id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub id: AppId,
+    pub network: Network,
+    pub ports: Vec<PortSpec>,
+    /// Number of health checks defined; 0 means health is not considered.
+    pub health_checks: usize,
+    pub tasks: BTreeMap<String, Task>,
+}
+
+impl App {
+    /// Marathon's rule: running and, if the app has health checks, every result alive
+    /// (`TaskForStatistics.scala`). `include_unhealthy` drops the health part.
+    pub fn is_eligible(&self, task: &Task, include_unhealthy: bool) -> bool {
+        if task.state != TaskState::Running {
+            return false;
+        }
+        include_unhealthy
+            || self.health_checks == 0
+            || (!task.health.is_empty() && task.health.iter().all(|alive| *alive))
+    }
+}
+
+/// A change announced by Marathon's event stream, in domain terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterEvent {
+    /// `status_update_event`: a task changed state. `state` is the raw Mesos state name.
+    TaskStatus {
+        app_id: AppId,
+        task_id: String,
+        state: String,
+        host: String,
+        ip_addresses: Vec<IpAddr>,
+        host_ports: Vec<u16>,
+    },
+    /// Health events. `alive: None` means "unknown, re-fetch".
+    TaskHealth {
+        app_id: AppId,
+        instance_or_task_id: String,
+        alive: Option<bool>,
+    },
+    /// `app_terminated_event`: the app is gone.
+    AppTerminated { app_id: AppId },
+}
+
+/// What applying an event did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The model changed; the zone needs a rebuild.
+    pub changed: bool,
+    /// The event could not be applied completely; the app should be re-fetched over REST.
+    pub refetch: Option<AppId>,
+}
+
+/// Mesos task states after which a task is gone for good.
+const TERMINAL_STATES: &[&str] = &[
+    "TASK_FINISHED",
+    "TASK_FAILED",
+    "TASK_KILLED",
+    "TASK_ERROR",
+    "TASK_LOST",
+    "TASK_DROPPED",
+    "TASK_GONE",
+    "TASK_GONE_BY_OPERATOR",
+    "TASK_UNKNOWN",
+];
+
+/// Whether a raw Mesos state name means the task has ended.
+pub fn is_terminal_state(state: &str) -> bool {
+    TERMINAL_STATES.contains(&state)
+}
+
+/// Map a raw Mesos state name onto [`TaskState`].
+pub fn task_state(state: &str) -> TaskState {
+    if state == "TASK_RUNNING" {
+        TaskState::Running
+    } else {
+        TaskState::NotRunning(state.to_string())
+    }
+}
+
+/// The instance key shared by a task id and its instance id: the UUID in it.
+///
+/// 1.4–1.7 task `web.1b2c…` belongs to instance `web.marathon-1b2c…`; 1.8+ task
+/// `web.instance-1b2c…._app.1` to instance `web.instance-1b2c…`.
+pub fn instance_key(id: &str) -> Option<&str> {
+    find_uuid(id)
+}
+
+/// The first canonical 8-4-4-4-12 hex UUID inside `s`.
+pub fn find_uuid(s: &str) -> Option<&str> {
+    let bytes = s.as_bytes();
+    if bytes.len() < 36 {
+        return None;
+    }
+    (0..=bytes.len() - 36).find_map(|start| {
+        let candidate = &bytes[start..start + 36];
+        let ok = candidate.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+        ok.then(|| &s[start..start + 36])
+    })
+}
+
+/// Everything known about the cluster: apps by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cluster {
+    pub apps: BTreeMap<AppId, App>,
+}
+
+impl Cluster {
+    /// Replace one app (after a REST re-fetch); `None` removes it.
+    pub fn replace_app(&mut self, id: &str, app: Option<App>) -> bool {
+        match app {
+            Some(app) => self.apps.insert(id.to_string(), app.clone()).as_ref() != Some(&app),
+            None => self.apps.remove(id).is_some(),
+        }
+    }
+
+    /// Apply one event. Unknown apps or tasks ask for a re-fetch instead of guessing.
+    pub fn apply(&mut self, event: &ClusterEvent) -> Applied {
+        match event {
+            ClusterEvent::TaskStatus {
+                app_id,
+                task_id,
+                state,
+                host,
+                ip_addresses,
+                host_ports,
+            } => {
+                let Some(app) = self.apps.get_mut(app_id) else {
+                    // No definition cached (new app, or a pod): port names are unknown.
+                    return Applied {
+                        changed: false,
+                        refetch: (!is_terminal_state(state)).then(|| app_id.clone()),
+                    };
+                };
+                if is_terminal_state(state) {
+                    return Applied {
+                        changed: app.tasks.remove(task_id).is_some(),
+                        refetch: None,
+                    };
+                }
+                let health = app
+                    .tasks
+                    .get(task_id)
+                    .map(|t| t.health.clone())
+                    .unwrap_or_default();
+                let task = Task {
+                    id: task_id.clone(),
+                    host: host.clone(),
+                    state: task_state(state),
+                    ip_addresses: ip_addresses.clone(),
+                    host_ports: host_ports.clone(),
+                    health,
+                };
+                let changed = app.tasks.get(task_id) != Some(&task);
+                app.tasks.insert(task_id.clone(), task);
+                Applied {
+                    changed,
+                    refetch: None,
+                }
+            }
+            ClusterEvent::TaskHealth {
+                app_id,
+                instance_or_task_id,
+                alive,
+            } => {
+                let Some(app) = self.apps.get_mut(app_id) else {
+                    return Applied::default();
+                };
+                let key = instance_key(instance_or_task_id);
+                let task = app.tasks.values_mut().find(|t| {
+                    t.id == *instance_or_task_id || (key.is_some() && instance_key(&t.id) == key)
+                });
+                let (Some(task), Some(alive)) = (task, alive) else {
+                    return Applied {
+                        changed: false,
+                        refetch: Some(app_id.clone()),
+                    };
+                };
+                // An event reports one check flipping. Going down is definite; going up is
+                // definite only with a single check, otherwise ask Marathon for all results.
+                let checks = app.health_checks.max(1);
+                let new_health = if *alive && checks > 1 {
+                    None
+                } else if *alive {
+                    Some(vec![true])
+                } else {
+                    let mut h = task.health.clone();
+                    h.resize(checks, true);
+                    h[0] = false;
+                    Some(h)
+                };
+                match new_health {
+                    Some(h) => {
+                        let changed = task.health != h;
+                        task.health = h;
+                        Applied {
+                            changed,
+                            refetch: None,
+                        }
+                    }
+                    None => Applied {
+                        changed: false,
+                        refetch: Some(app_id.clone()),
+                    },
+                }
+            }
+            ClusterEvent::AppTerminated { app_id } => Applied {
+                changed: self.apps.remove(app_id).is_some(),
+                refetch: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(health_checks: usize) -> App {
+        App {
+            id: "/web".into(),
+            network: Network::Host,
+            ports: vec![],
+            health_checks,
+            tasks: BTreeMap::new(),
+        }
+    }
+
+    fn status(task: &str, state: &str) -> ClusterEvent {
+        ClusterEvent::TaskStatus {
+            app_id: "/web".into(),
+            task_id: task.into(),
+            state: state.into(),
+            host: "10.0.0.1".into(),
+            ip_addresses: vec![],
+            host_ports: vec![31000],
+        }
+    }
+
+    const TASK: &str = "web.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c._app.1";
+
+    #[test]
+    fn running_then_killed() {
+        let mut c = Cluster::default();
+        c.replace_app("/web", Some(app(0)));
+        assert!(c.apply(&status(TASK, "TASK_RUNNING")).changed);
+        assert!(!c.apply(&status(TASK, "TASK_RUNNING")).changed, "idempotent");
+        let a = &c.apps["/web"];
+        assert!(a.is_eligible(&a.tasks[TASK], false));
+        assert!(c.apply(&status(TASK, "TASK_KILLED")).changed);
+        assert!(c.apps["/web"].tasks.is_empty());
+    }
+
+    #[test]
+    fn unknown_app_asks_for_refetch() {
+        let mut c = Cluster::default();
+        let r = c.apply(&status(TASK, "TASK_RUNNING"));
+        assert_eq!(r.refetch.as_deref(), Some("/web"));
+        assert!(!r.changed);
+        assert_eq!(c.apply(&status(TASK, "TASK_FAILED")).refetch, None);
+    }
+
+    #[test]
+    fn health_by_instance_id() {
+        let mut c = Cluster::default();
+        c.replace_app("/web", Some(app(1)));
+        c.apply(&status(TASK, "TASK_RUNNING"));
+        let a = &c.apps["/web"];
+        assert!(!a.is_eligible(&a.tasks[TASK], false), "no results yet");
+        assert!(a.is_eligible(&a.tasks[TASK], true), "--include-unhealthy");
+        let ev = |alive| ClusterEvent::TaskHealth {
+            app_id: "/web".into(),
+            instance_or_task_id: "web.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c".into(),
+            alive,
+        };
+        assert!(c.apply(&ev(Some(true))).changed);
+        let a = &c.apps["/web"];
+        assert!(a.is_eligible(&a.tasks[TASK], false));
+        assert!(c.apply(&ev(Some(false))).changed);
+        let a = &c.apps["/web"];
+        assert!(!a.is_eligible(&a.tasks[TASK], false));
+        assert_eq!(c.apply(&ev(None)).refetch.as_deref(), Some("/web"));
+    }
+
+    #[test]
+    fn several_checks_going_up_refetches() {
+        let mut c = Cluster::default();
+        c.replace_app("/web", Some(app(2)));
+        c.apply(&status(TASK, "TASK_RUNNING"));
+        let r = c.apply(&ClusterEvent::TaskHealth {
+            app_id: "/web".into(),
+            instance_or_task_id: TASK.into(),
+            alive: Some(true),
+        });
+        assert_eq!(r.refetch.as_deref(), Some("/web"));
+    }
+
+    #[test]
+    fn legacy_instance_id_matches_task() {
+        assert_eq!(
+            instance_key("nginx-green.marathon-3d4e5f60-0000-11e7-8888-0e2beceebfcc"),
+            instance_key("nginx-green.3d4e5f60-0000-11e7-8888-0e2beceebfcc")
+        );
+        assert_eq!(find_uuid("web.nouuid"), None);
+    }
+
+    #[test]
+    fn app_terminated_removes() {
+        let mut c = Cluster::default();
+        c.replace_app("/web", Some(app(0)));
+        let ev = ClusterEvent::AppTerminated {
+            app_id: "/web".into(),
+        };
+        assert!(c.apply(&ev).changed);
+        assert!(!c.apply(&ev).changed);
+    }
+}

@@ -1,0 +1,157 @@
+//! Command line and environment: what the operator sets, checked once at startup.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Parse `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    })
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "marathon-dns", version, about = "Authoritative DNS for Mesos/Marathon service discovery")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve DNS for the Marathon cluster given by --marathon (the default command).
+    Serve(ServeArgs),
+    /// Development mode: a built-in simulated Marathon with churning sample apps, DNS on
+    /// 127.0.0.1:8053.
+    Dev(DevArgs),
+    /// Sync once from Marathon and print the zone as an RFC 1035 master file.
+    Export(ServeArgs),
+}
+
+/// Settings shared by `serve`, `dev` and `export`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Marathon URLs, comma-separated or repeated (the leader is looked up through them).
+    #[arg(long = "marathon", env = "MARATHON_DNS_MARATHON", value_delimiter = ',')]
+    pub marathon: Vec<String>,
+
+    /// Address to serve DNS on, UDP and TCP; repeatable.
+    #[arg(long = "listen", env = "MARATHON_DNS_LISTEN", value_delimiter = ',', default_value = "127.0.0.1:8053")]
+    pub listen: Vec<SocketAddr>,
+
+    /// The zone that holds the Marathon records.
+    #[arg(long, env = "MARATHON_DNS_ZONE", default_value = "marathon.local")]
+    pub zone: String,
+
+    /// TTL of generated records, and the SOA minimum (negative-caching TTL).
+    #[arg(long, env = "MARATHON_DNS_TTL", default_value_t = 5)]
+    pub ttl: u32,
+
+    /// Directory of static zone files (`*.zone`).
+    #[arg(long, env = "MARATHON_DNS_ZONES_DIR", default_value = "zones")]
+    pub zones_dir: PathBuf,
+
+    /// Full resync interval, to heal events Marathon dropped.
+    #[arg(long, env = "MARATHON_DNS_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+
+    /// Reconnect the event stream when nothing (not even Marathon's 10 s heartbeat) arrives
+    /// for this long.
+    #[arg(long, env = "MARATHON_DNS_STREAM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub stream_timeout: Duration,
+
+    /// Publish running tasks even when their health checks fail.
+    #[arg(long, env = "MARATHON_DNS_INCLUDE_UNHEALTHY")]
+    pub include_unhealthy: bool,
+
+    /// Use the configured URLs as they are instead of looking up `/v2/leader` (for Marathon
+    /// behind a load balancer whose leader address is not reachable).
+    #[arg(long, env = "MARATHON_DNS_NO_LEADER_LOOKUP")]
+    pub no_leader_lookup: bool,
+
+    /// HTTP basic auth for Marathon as `user:password`.
+    #[arg(long, env = "MARATHON_DNS_CREDENTIALS", hide_env_values = true)]
+    pub marathon_credentials: Option<String>,
+
+    /// File holding `user:password` for HTTP basic auth.
+    #[arg(long, env = "MARATHON_DNS_CREDENTIALS_FILE")]
+    pub marathon_credentials_file: Option<PathBuf>,
+
+    /// DC/OS token, sent as `Authorization: token=<TOKEN>`.
+    #[arg(long, env = "MARATHON_DNS_TOKEN", hide_env_values = true)]
+    pub marathon_token: Option<String>,
+
+    /// File holding the DC/OS token.
+    #[arg(long, env = "MARATHON_DNS_TOKEN_FILE")]
+    pub marathon_token_file: Option<PathBuf>,
+
+    /// Largest UDP response, whatever the client advertises (e.g. 1232 to avoid IP
+    /// fragmentation). Default: the client's EDNS size, in full.
+    #[arg(long, env = "MARATHON_DNS_MAX_UDP_PAYLOAD")]
+    pub max_udp_payload: Option<u16>,
+
+    /// Coalescing window: events arriving within it are published as one new zone.
+    #[arg(long, env = "MARATHON_DNS_COALESCE", default_value = "20ms", value_parser = parse_duration)]
+    pub coalesce: Duration,
+}
+
+/// `marathon-dns dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Address to serve DNS on, UDP and TCP.
+    #[arg(long = "listen", default_value = "127.0.0.1:8053")]
+    pub listen: Vec<SocketAddr>,
+
+    /// Seconds between simulated task churn steps.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub churn: Duration,
+
+    /// Directory of static zone files.
+    #[arg(long, default_value = "zones")]
+    pub zones_dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn cli_parses_repeated_and_comma_lists() {
+        let cli = Cli::try_parse_from([
+            "marathon-dns",
+            "serve",
+            "--marathon",
+            "http://m1:8080,http://m2:8080",
+            "--listen",
+            "127.0.0.1:53",
+            "--listen",
+            "[::1]:53",
+        ])
+        .expect("parses");
+        let Some(Command::Serve(args)) = cli.command else { panic!("serve") };
+        assert_eq!(args.marathon.len(), 2);
+        assert_eq!(args.listen.len(), 2);
+        assert_eq!(args.resync_interval, Duration::from_secs(300));
+    }
+}

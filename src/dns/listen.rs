@@ -1,0 +1,71 @@
+//! Socket wiring: bind UDP and TCP on every listen address and hand them to hickory's server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+
+use super::handler::{AnswerOptions, DnsHandler};
+use crate::zone::store::ZoneStore;
+
+/// Idle timeout of a TCP connection (RFC 7766 §6.2.3 recommends seconds, not minutes).
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {proto} {addr}: {source}")]
+pub struct BindError {
+    proto: &'static str,
+    addr: SocketAddr,
+    #[source]
+    source: std::io::Error,
+}
+
+/// A running DNS server and the addresses it actually bound (port 0 resolved).
+pub struct DnsServer {
+    pub server: Server<DnsHandler>,
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// Bind UDP and TCP on each address. Binding the specific address (not a wildcard) matters:
+/// replies then leave from the address the client sent to, which connected-UDP clients such
+/// as HAProxy require.
+pub async fn serve(
+    listen: &[SocketAddr],
+    zones: Arc<ZoneStore>,
+    options: AnswerOptions,
+) -> Result<DnsServer, BindError> {
+    let mut server = Server::new(DnsHandler::new(zones, options));
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for addr in listen {
+        // Bind TCP first so that with port 0 the UDP socket can take the same port.
+        let listener = TcpListener::bind(addr).await.map_err(|source| BindError {
+            proto: "TCP",
+            addr: *addr,
+            source,
+        })?;
+        let tcp_addr = listener.local_addr().map_err(|source| BindError {
+            proto: "TCP",
+            addr: *addr,
+            source,
+        })?;
+        let socket = UdpSocket::bind(tcp_addr).await.map_err(|source| BindError {
+            proto: "UDP",
+            addr: tcp_addr,
+            source,
+        })?;
+        let udp_addr = socket.local_addr().map_err(|source| BindError {
+            proto: "UDP",
+            addr: tcp_addr,
+            source,
+        })?;
+        server.register_socket(socket);
+        server.register_listener(listener, TCP_IDLE_TIMEOUT, 64 * 1024);
+        udp.push(udp_addr);
+        tcp.push(tcp_addr);
+    }
+    Ok(DnsServer { server, udp, tcp })
+}

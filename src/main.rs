@@ -1,0 +1,130 @@
+//! The `marathon-dns` binary: CLI, logging and signals around the library.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use marathon_dns::config::{Cli, Command, DevArgs, ServeArgs};
+use marathon_dns::marathon::client::Auth;
+use marathon_dns::server::{self, Settings};
+use marathon_dns::sim::{self, Simulator};
+use marathon_dns::zone::export;
+use tracing_subscriber::EnvFilter;
+
+fn read_secret(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.trim().to_string())
+}
+
+fn settings(args: &ServeArgs) -> Result<Settings> {
+    let credentials = match (&args.marathon_credentials, &args.marathon_credentials_file) {
+        (Some(c), _) => Some(c.clone()),
+        (None, Some(p)) => Some(read_secret(p)?),
+        (None, None) => None,
+    };
+    let token = match (&args.marathon_token, &args.marathon_token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(p)) => Some(read_secret(p)?),
+        (None, None) => None,
+    };
+    let auth = match (credentials, token) {
+        (Some(_), Some(_)) => bail!("give either Marathon credentials or a token, not both"),
+        (Some(c), None) => Some(Auth::basic(&c).context("Marathon credentials must be user:password")?),
+        (None, Some(t)) => Some(Auth::Token(t)),
+        (None, None) => None,
+    };
+    Ok(Settings {
+        marathon: args.marathon.clone(),
+        auth,
+        leader_lookup: !args.no_leader_lookup,
+        listen: args.listen.clone(),
+        zone: args.zone.clone(),
+        ttl: args.ttl,
+        zones_dir: args.zones_dir.clone(),
+        resync_interval: args.resync_interval,
+        stream_timeout: args.stream_timeout,
+        include_unhealthy: args.include_unhealthy,
+        max_udp_payload: args.max_udp_payload,
+        coalesce: args.coalesce,
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn serve(args: &ServeArgs) -> Result<()> {
+    let running = server::start(settings(args)?).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn dev(args: &DevArgs) -> Result<()> {
+    let sim = Simulator::start_on(([127, 0, 0, 1], 0).into(), Duration::from_secs(10)).await?;
+    sim::dev::populate(&sim);
+    let mut settings = Settings::new(vec![sim.url()]);
+    settings.listen = args.listen.clone();
+    settings.zones_dir = args.zones_dir.clone();
+    let running = server::start(settings).await?;
+    running.wait_synced().await;
+    let addr = running.udp.first().context("no listen address")?;
+    let (ip, port) = (addr.ip(), addr.port());
+    println!("marathon-dns dev mode: simulated Marathon at {}, DNS on {addr} (UDP and TCP)", sim.url());
+    println!("Try:");
+    println!("  dig @{ip} -p {port} SRV _web._tcp.prod.marathon.local");
+    println!("  dig @{ip} -p {port} SRV _http._tcp.web.prod.marathon.local");
+    println!("  dig @{ip} -p {port} A web.prod.marathon.local");
+    println!("  dig @{ip} -p {port} SRV _syslog._udp.marathon.local   # udp,tcp port");
+    println!("  dig @{ip} -p {port} SRV _redis._tcp.cache.db.marathon.local   # container network");
+    println!("  dig @{ip} -p {port} SOA marathon.local");
+    println!("Tasks churn every {:?}; Ctrl-C stops.", args.churn);
+    tokio::select! {
+        () = sim::dev::churn(&sim, args.churn) => {}
+        () = wait_for_signal() => {}
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn export_zone(args: &ServeArgs) -> Result<()> {
+    let mut s = settings(args)?;
+    // Bind nothing public: the export only needs one sync.
+    s.listen = vec![([127, 0, 0, 1], 0).into()];
+    let running = server::start(s).await?;
+    tokio::time::timeout(Duration::from_secs(30), running.wait_synced())
+        .await
+        .context("no answer from Marathon within 30 s")?;
+    print!("{}", export::master_file(&running.store.marathon()));
+    running.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match &cli.command {
+        Some(Command::Dev(args)) => dev(args).await,
+        Some(Command::Export(args)) => export_zone(args).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        None => serve(&cli.serve).await,
+    }
+}

@@ -1,0 +1,269 @@
+//! Marathon REST: leader discovery, the full snapshot and single-app re-fetches.
+//!
+//! Credentials are attached by hand to every request, including after a redirect (reqwest
+//! would strip `Authorization` on a cross-host redirect; Marathon needs it re-sent to the
+//! leader). They never appear in logs or errors: [`Auth`]'s `Debug` is redacted and URLs carry
+//! no user info.
+
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::{StatusCode, Url, header};
+
+use super::convert::{self, DecodeError};
+use crate::cluster::App;
+
+/// How to authenticate to Marathon.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// HTTP basic auth (`--http_credentials` on open-source Marathon).
+    Basic { user: String, password: String },
+    /// DC/OS ACS token: `Authorization: token=<jwt>`.
+    Token(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basic { user, .. } => write!(f, "Basic({user}:<redacted>)"),
+            Self::Token(_) => write!(f, "Token(<redacted>)"),
+        }
+    }
+}
+
+impl Auth {
+    /// Parse `user:password`.
+    pub fn basic(credentials: &str) -> Option<Self> {
+        let (user, password) = credentials.trim_end_matches(['\r', '\n']).split_once(':')?;
+        Some(Self::Basic {
+            user: user.to_string(),
+            password: password.to_string(),
+        })
+    }
+
+    /// The `Authorization` header value.
+    pub fn header_value(&self) -> String {
+        match self {
+            Self::Basic { user, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            ),
+            Self::Token(t) => format!("token={}", t.trim()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid Marathon URL {0:?}")]
+    BadUrl(String),
+    #[error("request to {url} failed: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: StatusCode },
+    #[error("{url}: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("no configured Marathon knows a leader (last error: {0})")]
+    NoLeader(String),
+}
+
+/// Settings of the Marathon client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub urls: Vec<Url>,
+    pub auth: Option<Auth>,
+    /// Look up `/v2/leader`; off means "use the configured URLs as they are".
+    pub leader_lookup: bool,
+    pub request_timeout: Duration,
+}
+
+/// Parse a configured Marathon URL. User info in it becomes basic auth and is removed from the
+/// URL so it can be logged.
+pub fn parse_url(raw: &str) -> Result<(Url, Option<Auth>), ClientError> {
+    let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("http://{raw}") };
+    let mut url = Url::parse(&with_scheme).map_err(|_| ClientError::BadUrl(redact(raw)))?;
+    let auth = (!url.username().is_empty()).then(|| Auth::Basic {
+        user: url.username().to_string(),
+        password: url.password().unwrap_or_default().to_string(),
+    });
+    url.set_username("").map_err(|()| ClientError::BadUrl(redact(raw)))?;
+    url.set_password(None).map_err(|()| ClientError::BadUrl(redact(raw)))?;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok((url, auth))
+}
+
+fn redact(raw: &str) -> String {
+    match raw.split_once('@') {
+        Some((_, host)) => format!("<redacted>@{host}"),
+        None => raw.to_string(),
+    }
+}
+
+/// The Marathon REST client.
+#[derive(Debug, Clone)]
+pub struct MarathonClient {
+    http: reqwest::Client,
+    cfg: ClientConfig,
+}
+
+const MAX_REDIRECTS: usize = 3;
+
+impl MarathonClient {
+    pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(cfg.request_timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|source| ClientError::Http {
+                url: String::new(),
+                source,
+            })?;
+        Ok(Self { http, cfg })
+    }
+
+    pub fn auth(&self) -> Option<&Auth> {
+        self.cfg.auth.as_ref()
+    }
+
+    /// GET with credentials, following redirects by hand (re-sending credentials).
+    async fn get(&self, url: Url) -> Result<String, ClientError> {
+        let mut url = url;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = self.http.get(url.clone()).header(header::ACCEPT, "application/json");
+            if let Some(auth) = &self.cfg.auth {
+                req = req.header(header::AUTHORIZATION, auth.header_value());
+            }
+            let resp = req.send().await.map_err(|source| ClientError::Http {
+                url: url.to_string(),
+                source: source.without_url(),
+            })?;
+            let status = resp.status();
+            if status.is_redirection() {
+                let next = resp
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| url.join(l).ok());
+                match next {
+                    Some(next) => {
+                        url = next;
+                        continue;
+                    }
+                    None => return Err(ClientError::Status { url: url.to_string(), status }),
+                }
+            }
+            if !status.is_success() {
+                return Err(ClientError::Status { url: url.to_string(), status });
+            }
+            return resp.text().await.map_err(|source| ClientError::Http {
+                url: url.to_string(),
+                source: source.without_url(),
+            });
+        }
+        Err(ClientError::Status {
+            url: url.to_string(),
+            status: StatusCode::LOOP_DETECTED,
+        })
+    }
+
+    fn join(base: &Url, path: &str) -> Result<Url, ClientError> {
+        base.join(path).map_err(|_| ClientError::BadUrl(path.to_string()))
+    }
+
+    /// The leader's base URL, or, without leader lookup, the configured URLs in order.
+    ///
+    /// The leader's `host:port` is mapped back onto a configured URL when one matches (keeping
+    /// its scheme and path prefix); otherwise the configured scheme is used with the
+    /// advertised host. If no Marathon answers `/v2/leader`, the configured URLs are returned
+    /// so that the stream can still follow a standby's 302.
+    pub async fn candidates(&self) -> Vec<Url> {
+        if !self.cfg.leader_lookup {
+            return self.cfg.urls.clone();
+        }
+        for base in &self.cfg.urls {
+            let Ok(url) = Self::join(base, "v2/leader") else { continue };
+            let leader = match self.get(url).await {
+                Ok(body) => match convert::leader_response(&body) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!("{base}: unusable /v2/leader answer: {e}");
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!("leader lookup failed: {e}");
+                    continue;
+                }
+            };
+            let configured = self.cfg.urls.iter().find(|u| {
+                u.host_str().zip(u.port_or_known_default()).map(|(h, p)| format!("{h}:{p}")) == Some(leader.clone())
+            });
+            if let Some(u) = configured {
+                return vec![u.clone()];
+            }
+            if let Ok(u) = Url::parse(&format!("{}://{leader}/", base.scheme())) {
+                return vec![u];
+            }
+        }
+        self.cfg.urls.clone()
+    }
+
+    /// `GET /v2/apps?embed=apps.tasks`: every app with its tasks and health results.
+    /// Returns the apps and the errors of apps that could not be parsed (skipped).
+    pub async fn apps(&self, base: &Url) -> Result<(Vec<App>, Vec<String>), ClientError> {
+        let url = Self::join(base, "v2/apps?embed=apps.tasks")?;
+        let body = self.get(url.clone()).await?;
+        convert::apps_response(&body).map_err(|source| ClientError::Decode {
+            url: url.to_string(),
+            source,
+        })
+    }
+
+    /// `GET /v2/apps/{id}?embed=app.tasks`; `None` if the app no longer exists.
+    pub async fn app(&self, base: &Url, id: &str) -> Result<Option<App>, ClientError> {
+        let url = Self::join(base, &format!("v2/apps{id}?embed=app.tasks"))?;
+        match self.get(url.clone()).await {
+            Ok(body) => convert::app_response(&body).map(Some).map_err(|source| ClientError::Decode {
+                url: url.to_string(),
+                source,
+            }),
+            Err(ClientError::Status { status, .. }) if status == StatusCode::NOT_FOUND => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_becomes_auth_and_leaves_the_url() {
+        let (url, auth) = parse_url("http://alice:s3cret@m1:8080").expect("parses");
+        assert_eq!(url.as_str(), "http://m1:8080/");
+        assert_eq!(auth, Some(Auth::basic("alice:s3cret").expect("basic")));
+        assert!(!format!("{auth:?}").contains("s3cret"));
+        let (url, auth) = parse_url("m2:8080/marathon").expect("parses");
+        assert_eq!(url.as_str(), "http://m2:8080/marathon/");
+        assert_eq!(auth, None);
+    }
+
+    #[test]
+    fn header_values() {
+        assert_eq!(Auth::basic("a:b").expect("basic").header_value(), "Basic YTpi");
+        assert_eq!(Auth::Token("xyz\n".into()).header_value(), "token=xyz");
+        assert!(!format!("{:?}", Auth::Token("xyz".into())).contains("xyz"));
+    }
+}

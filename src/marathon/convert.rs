@@ -1,0 +1,484 @@
+//! Wire format → domain model. Version differences are resolved here, once.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::wire::{self, WireApp, WireIp, WirePortMapping, WireTask};
+use crate::cluster::{App, AppId, ClusterEvent, Network, PortSpec, Proto, Task, task_state};
+
+/// Why a payload could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed {what} JSON: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn json<T: serde::de::DeserializeOwned>(what: &str, data: &str) -> Result<T, DecodeError> {
+    serde_json::from_str(data).map_err(|source| DecodeError::Json {
+        what: what.to_string(),
+        source,
+    })
+}
+
+/// What an event on `/v2/events` means for us.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// Apply to the model directly.
+    Apply(ClusterEvent),
+    /// Definitions changed: re-fetch these apps over REST.
+    Refetch(Vec<AppId>),
+    /// `event_stream_attached`: the stream is live.
+    Attached,
+    /// A known type that does not affect DNS (deployments in progress, pods, framework …).
+    Irrelevant,
+    /// A type this version of marathon-dns does not know.
+    Unknown,
+}
+
+/// Event types that are valid Marathon events but carry nothing for DNS.
+const IRRELEVANT: &[&str] = &[
+    "event_stream_detached",
+    "deployment_info",
+    "deployment_step_success",
+    "deployment_step_failure",
+    "group_change_success",
+    "group_change_failed",
+    "failed_health_check_event",
+    "add_health_check_event",
+    "remove_health_check_event",
+    "unhealthy_task_kill_event",
+    "unhealthy_instance_kill_event",
+    "framework_message_event",
+    "instance_changed_event",
+    "unknown_instance_terminated_event",
+    "unknown_task_terminated_event",
+    "pod_created_event",
+    "pod_updated_event",
+    "pod_deleted_event",
+    "scheduler_registered_event",
+    "scheduler_reregistered_event",
+    "scheduler_disconnected_event",
+    "subscribe_event",
+    "unsubscribe_event",
+];
+
+/// Decode one SSE message (`event:` name and `data:` JSON).
+pub fn decode_event(event_type: &str, data: &str) -> Result<Decoded, DecodeError> {
+    Ok(match event_type {
+        "status_update_event" => {
+            let e: wire::StatusUpdateEvent = json(event_type, data)?;
+            Decoded::Apply(ClusterEvent::TaskStatus {
+                app_id: e.app_id,
+                task_id: e.task_id,
+                state: e.task_status,
+                host: e.host.unwrap_or_default(),
+                ip_addresses: ips(e.ip_addresses.as_deref()),
+                host_ports: ports(e.ports.as_deref()),
+            })
+        }
+        "health_status_changed_event" => {
+            let e: wire::HealthStatusChangedEvent = json(event_type, data)?;
+            match e.instance_id.or(e.task_id) {
+                Some(id) => Decoded::Apply(ClusterEvent::TaskHealth {
+                    app_id: e.app_id,
+                    instance_or_task_id: id,
+                    alive: Some(e.alive),
+                }),
+                None => Decoded::Refetch(vec![e.app_id]),
+            }
+        }
+        "instance_health_changed_event" => {
+            let e: wire::InstanceHealthChangedEvent = json(event_type, data)?;
+            Decoded::Apply(ClusterEvent::TaskHealth {
+                app_id: e.run_spec_id,
+                instance_or_task_id: e.instance_id,
+                alive: e.healthy,
+            })
+        }
+        "app_terminated_event" => {
+            let e: wire::AppTerminatedEvent = json(event_type, data)?;
+            Decoded::Apply(ClusterEvent::AppTerminated { app_id: e.app_id })
+        }
+        "api_post_event" => {
+            let e: wire::ApiPostEvent = json(event_type, data)?;
+            let id = e.app_definition.map(|d| d.id).or_else(|| {
+                e.uri
+                    .as_deref()
+                    .and_then(|u| u.strip_prefix("/v2/apps"))
+                    .filter(|p| p.len() > 1)
+                    .map(str::to_string)
+            });
+            Decoded::Refetch(id.into_iter().map(|id| normalize_id(&id)).collect())
+        }
+        "deployment_success" | "deployment_failed" => {
+            let e: wire::DeploymentEvent = json(event_type, data)?;
+            let mut apps: Vec<AppId> = e
+                .plan
+                .into_iter()
+                .flat_map(|p| p.steps)
+                .flat_map(|s| s.actions)
+                .filter_map(|a| a.app)
+                .map(|id| normalize_id(&id))
+                .collect();
+            apps.sort();
+            apps.dedup();
+            Decoded::Refetch(apps)
+        }
+        "event_stream_attached" => Decoded::Attached,
+        t if IRRELEVANT.contains(&t) => Decoded::Irrelevant,
+        _ => Decoded::Unknown,
+    })
+}
+
+/// App ids are absolute paths; tolerate a missing leading slash.
+fn normalize_id(id: &str) -> AppId {
+    if id.starts_with('/') {
+        id.to_string()
+    } else {
+        format!("/{id}")
+    }
+}
+
+fn ips(list: Option<&[WireIp]>) -> Vec<IpAddr> {
+    list.unwrap_or_default()
+        .iter()
+        .filter_map(|ip| ip.ip_address.parse().ok())
+        .collect()
+}
+
+fn ports(list: Option<&[u32]>) -> Vec<u16> {
+    list.unwrap_or_default()
+        .iter()
+        .filter_map(|p| u16::try_from(*p).ok())
+        .collect()
+}
+
+/// `"udp,tcp"` → both; anything unknown (e.g. pods' `http`) counts as TCP.
+fn protocols(p: Option<&str>) -> Vec<Proto> {
+    let mut out: Vec<Proto> = p
+        .unwrap_or("tcp")
+        .split(',')
+        .map(|s| match s.trim() {
+            "udp" => Proto::Udp,
+            _ => Proto::Tcp,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn network_of(app: &WireApp) -> Network {
+    if let Some(mode) = app
+        .networks
+        .as_ref()
+        .and_then(|n| n.first())
+        .and_then(|n| n.mode.as_deref())
+    {
+        return match mode {
+            "container" => Network::Container,
+            "container/bridge" => Network::Bridge,
+            _ => Network::Host,
+        };
+    }
+    if app.ip_address.is_some() {
+        return Network::Container;
+    }
+    match app
+        .container
+        .as_ref()
+        .and_then(|c| c.docker.as_ref())
+        .and_then(|d| d.network.as_deref())
+    {
+        Some("BRIDGE") => Network::Bridge,
+        Some("USER") => Network::Container,
+        _ => Network::Host,
+    }
+}
+
+fn port_mappings(app: &WireApp) -> Option<&[WirePortMapping]> {
+    let c = app.container.as_ref()?;
+    c.port_mappings
+        .as_deref()
+        .or_else(|| c.docker.as_ref().and_then(|d| d.port_mappings.as_deref()))
+}
+
+fn port_specs(app: &WireApp, network: Network) -> Vec<PortSpec> {
+    match network {
+        Network::Host => {
+            if let Some(defs) = &app.port_definitions {
+                return defs
+                    .iter()
+                    .map(|d| PortSpec {
+                        name: d.name.clone(),
+                        protocols: protocols(d.protocol.as_deref()),
+                        consumes_host_port: true,
+                        container_port: None,
+                    })
+                    .collect();
+            }
+            app.ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|_| PortSpec {
+                    name: None,
+                    protocols: vec![Proto::Tcp],
+                    consumes_host_port: true,
+                    container_port: None,
+                })
+                .collect()
+        }
+        Network::Bridge => port_mappings(app)
+            .unwrap_or_default()
+            .iter()
+            .map(|m| PortSpec {
+                name: m.name.clone(),
+                protocols: protocols(m.protocol.as_deref()),
+                // In bridge mode an unset hostPort is 0: a dynamic host port, still allocated.
+                consumes_host_port: true,
+                container_port: m.container_port.and_then(|p| u16::try_from(p).ok()),
+            })
+            .collect(),
+        Network::Container => {
+            if let Some(maps) = port_mappings(app) {
+                return maps
+                    .iter()
+                    .map(|m| PortSpec {
+                        name: m.name.clone(),
+                        protocols: protocols(m.protocol.as_deref()),
+                        // In container mode an unset hostPort means no host port at all.
+                        consumes_host_port: m.host_port.is_some(),
+                        container_port: m.container_port.and_then(|p| u16::try_from(p).ok()),
+                    })
+                    .collect();
+            }
+            // 1.4 IP-per-task: ports come from ipAddress.discovery.
+            app.ip_address
+                .as_ref()
+                .and_then(|ip| ip.discovery.as_ref())
+                .map(|d| {
+                    d.ports
+                        .iter()
+                        .map(|p| PortSpec {
+                            name: p.name.clone(),
+                            protocols: protocols(p.protocol.as_deref()),
+                            consumes_host_port: false,
+                            container_port: p.number.and_then(|n| u16::try_from(n).ok()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    }
+}
+
+fn task(t: &WireTask) -> Task {
+    Task {
+        id: t.id.clone(),
+        host: t.host.clone().unwrap_or_default(),
+        // Tasks without `state` come from pre-0.15 servers, which list only active tasks.
+        state: task_state(t.state.as_deref().unwrap_or("TASK_RUNNING")),
+        ip_addresses: ips(t.ip_addresses.as_deref()),
+        host_ports: ports(t.ports.as_deref()),
+        health: t
+            .health_check_results
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.alive)
+            .collect(),
+    }
+}
+
+/// Convert one app (with embedded tasks, if any).
+pub fn app(w: &WireApp) -> App {
+    let network = network_of(w);
+    App {
+        id: normalize_id(&w.id),
+        network,
+        ports: port_specs(w, network),
+        health_checks: w.health_checks.as_ref().map_or(0, Vec::len),
+        tasks: w
+            .tasks
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|t| (t.id.clone(), task(t)))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// Parse `GET /v2/apps?embed=apps.tasks`. Apps that fail to parse are skipped, never fatal.
+pub fn apps_response(body: &str) -> Result<(Vec<App>, Vec<String>), DecodeError> {
+    #[derive(serde::Deserialize)]
+    struct Loose {
+        #[serde(default)]
+        apps: Vec<serde_json::Value>,
+    }
+    let loose: Loose = json("/v2/apps", body)?;
+    let mut apps = Vec::new();
+    let mut skipped = Vec::new();
+    for value in loose.apps {
+        match serde_json::from_value::<WireApp>(value) {
+            Ok(w) => apps.push(app(&w)),
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    Ok((apps, skipped))
+}
+
+/// Parse `GET /v2/apps/{id}?embed=app.tasks`.
+pub fn app_response(body: &str) -> Result<App, DecodeError> {
+    let r: wire::AppResponse = json("/v2/apps/{id}", body)?;
+    Ok(app(&r.app))
+}
+
+/// Parse `GET /v2/leader` → `host:port`.
+pub fn leader_response(body: &str) -> Result<String, DecodeError> {
+    let r: wire::LeaderResponse = json("/v2/leader", body)?;
+    Ok(r.leader)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/marathon-fixtures")
+    }
+
+    fn read(rel: &str) -> String {
+        std::fs::read_to_string(fixtures().join(rel)).expect("fixture present")
+    }
+
+    #[test]
+    fn every_event_fixture_decodes_or_is_skipped_cleanly() {
+        let dir = fixtures().join("events");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).expect("fixtures dir") {
+            let path = entry.expect("entry").path();
+            let data = std::fs::read_to_string(&path).expect("read");
+            let v: serde_json::Value = serde_json::from_str(&data).expect("fixture is JSON");
+            let ty = v["eventType"].as_str().expect("eventType");
+            let decoded = decode_event(ty, &data)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_ne!(decoded, Decoded::Unknown, "{}", path.display());
+            n += 1;
+        }
+        assert!(n >= 30, "only {n} fixtures");
+    }
+
+    #[test]
+    fn status_update_real_capture() {
+        let d = decode_event(
+            "status_update_event",
+            &read("events/status_update_event-TASK_RUNNING-real-capture.json"),
+        )
+        .expect("decodes");
+        let Decoded::Apply(ClusterEvent::TaskStatus {
+            state, host_ports, ..
+        }) = d
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(state, "TASK_RUNNING");
+        assert_eq!(host_ports.len(), 1);
+    }
+
+    #[test]
+    fn health_events_old_and_new_keys() {
+        for f in [
+            "events/health_status_changed_event.json",
+            "events/health_status_changed_event-v1.3-taskId.json",
+        ] {
+            let d = decode_event("health_status_changed_event", &read(f)).expect("decodes");
+            assert!(
+                matches!(d, Decoded::Apply(ClusterEvent::TaskHealth { alive: Some(_), .. })),
+                "{f}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_post_refetches_app() {
+        let d = decode_event("api_post_event", &read("events/api_post_event.json")).expect("ok");
+        assert_eq!(d, Decoded::Refetch(vec!["/my-app".into()]));
+    }
+
+    #[test]
+    fn malformed_and_unknown() {
+        assert!(decode_event("status_update_event", "{not json").is_err());
+        assert!(decode_event("status_update_event", r#"{"appId":1}"#).is_err());
+        assert_eq!(
+            decode_event("brand_new_event", "{}").expect("ok"),
+            Decoded::Unknown
+        );
+    }
+
+    #[test]
+    fn bridge_app_uses_host_ports_not_bridge_ip() {
+        let (apps, skipped) =
+            apps_response(&read("marathon-lb/v2-apps-embed-tasks-1.5-bridge-named-port.json"))
+                .expect("parses");
+        assert!(skipped.is_empty());
+        let a = &apps[0];
+        assert_eq!(a.network, Network::Bridge);
+        assert_eq!(a.ports[0].name.as_deref(), Some("test"));
+        assert_eq!(a.tasks.values().next().map(|t| t.host_ports.clone()), Some(vec![1565]));
+    }
+
+    #[test]
+    fn every_rest_fixture_parses() {
+        for f in [
+            "marathon-lb/v2-apps-embed-tasks-1.5-bridge-named-port.json",
+            "marathon-lb/v2-apps-embed-tasks-1.5-bridge-mesos-http-hc.json",
+            "marathon-lb/v2-apps-embed-tasks-pre1.5-bridge-hc-results.json",
+            "rest/v2-apps-list-legacy-ports.json",
+        ] {
+            let (apps, skipped) = apps_response(&read(f)).expect(f);
+            assert!(!apps.is_empty() && skipped.is_empty(), "{f}");
+        }
+        let pre15 =
+            apps_response(&read("marathon-lb/v2-apps-embed-tasks-pre1.5-bridge-hc-results.json"))
+                .expect("parses")
+                .0;
+        assert!(pre15.iter().all(|a| a.network == Network::Bridge));
+        assert!(
+            pre15
+                .iter()
+                .flat_map(|a| a.tasks.values())
+                .all(|t| t.state == crate::cluster::TaskState::Running && !t.health.is_empty())
+        );
+        assert_eq!(
+            leader_response(&read("rest/v2-leader-v1.4-docs.json")).expect("leader"),
+            "127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn definitions_parse_with_the_right_network() {
+        let cases = [
+            ("definitions/app-container-network-ipv6-1.5-syntax.json", Network::Container),
+            ("definitions/app-ip-per-task-discovery-1.4-syntax.json", Network::Container),
+            ("definitions/app-host-named-port-health-readiness.json", Network::Host),
+            ("definitions/app-bridge-fixed-hostport-1.4-syntax.json", Network::Bridge),
+            ("rest/v2-app-definition-full.json", Network::Container),
+        ];
+        for (f, net) in cases {
+            let w: WireApp = serde_json::from_str(&read(f)).expect(f);
+            let a = app(&w);
+            assert_eq!(a.network, net, "{f}");
+            assert!(!a.ports.is_empty(), "{f}");
+        }
+        let w: WireApp =
+            serde_json::from_str(&read("definitions/app-ip-per-task-discovery-1.4-syntax.json"))
+                .expect("parses");
+        assert!(app(&w).ports.iter().all(|p| !p.consumes_host_port));
+    }
+}

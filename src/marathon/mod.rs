@@ -1,0 +1,6 @@
+//! Everything that talks to Marathon or knows its JSON.
+
+pub mod client;
+pub mod convert;
+pub mod stream;
+pub mod wire;

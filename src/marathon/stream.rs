@@ -1,0 +1,228 @@
+//! The `/v2/events` Server-Sent-Events stream: connect to the leader, follow a standby's 302,
+//! decode events, reconnect with capped exponential backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventsource_client::{Client as _, ClientBuilder, Error as SseError, ReconnectOptions, SSE};
+use futures_util::StreamExt;
+use launchdarkly_sdk_transport::HyperTransport;
+use reqwest::Url;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::client::MarathonClient;
+use super::convert::{Decoded, decode_event};
+use crate::sync::SyncStatus;
+
+/// The event types marathon-dns needs. Servers older than 1.3.7 ignore the filter and send
+/// everything; unknown types are then counted and dropped.
+const SUBSCRIBED: &[&str] = &[
+    "status_update_event",
+    "health_status_changed_event",
+    "instance_health_changed_event",
+    "app_terminated_event",
+    "api_post_event",
+    "deployment_success",
+    "deployment_failed",
+    "event_stream_attached",
+];
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What the stream tells the sync task.
+#[derive(Debug)]
+pub enum StreamMessage {
+    /// A stream is open on this Marathon (base URL); a full resync must follow.
+    Connected(Url),
+    /// One decoded event.
+    Event(Decoded),
+    /// The stream ended or failed; a reconnect is under way.
+    Disconnected,
+}
+
+fn events_url(base: &Url) -> Option<Url> {
+    let mut url = base.join("v2/events").ok()?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("plan-format", "light");
+        for t in SUBSCRIBED {
+            q.append_pair("event_type", t);
+        }
+    }
+    Some(url)
+}
+
+/// The Marathon base URL of an events URL (`http://m:8080/v2/events?…` → `http://m:8080/`).
+fn base_of(events: &Url) -> Url {
+    let mut base = events.clone();
+    base.set_query(None);
+    let path = base.path().trim_end_matches("v2/events").to_string();
+    base.set_path(&path);
+    base
+}
+
+/// How one connection ended.
+enum Ended {
+    /// A standby answered 302: connect here next, at once.
+    Redirect(Url),
+    /// Error or EOF: back off, then look the leader up again.
+    Failed,
+}
+
+/// Run until `shutdown`: keep one event stream open and forward what it says to `tx`.
+pub async fn run(
+    client: MarathonClient,
+    read_timeout: Duration,
+    tx: mpsc::Sender<StreamMessage>,
+    status: Arc<SyncStatus>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut next: Option<Url> = None;
+    let mut redirects = 0;
+    loop {
+        let events = match next.take() {
+            Some(u) => Some(u),
+            None => client.candidates().await.first().and_then(events_url),
+        };
+        let ended = match events {
+            Some(url) => {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    ended = connect_once(&client, url, read_timeout, &tx, &status, &mut backoff) => ended,
+                }
+            }
+            None => Ended::Failed,
+        };
+        status.set_stream_connected(false);
+        if tx.send(StreamMessage::Disconnected).await.is_err() {
+            return;
+        }
+        match ended {
+            Ended::Redirect(url) if redirects < 3 => {
+                redirects += 1;
+                info!("Marathon standby redirected the event stream to {}", base_of(&url));
+                next = Some(url);
+                continue;
+            }
+            _ => redirects = 0,
+        }
+        status.count_reconnect();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn connect_once(
+    client: &MarathonClient,
+    url: Url,
+    read_timeout: Duration,
+    tx: &mpsc::Sender<StreamMessage>,
+    status: &SyncStatus,
+    backoff: &mut Duration,
+) -> Ended {
+    let base = base_of(&url);
+    let transport = match HyperTransport::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(read_timeout)
+        .build_http()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            warn!("cannot build the event-stream transport: {e}");
+            return Ended::Failed;
+        }
+    };
+    let mut builder = match ClientBuilder::for_url(url.as_str()) {
+        Ok(b) => b.reconnect(ReconnectOptions::reconnect(false).build()),
+        Err(e) => {
+            warn!("invalid event-stream URL {base}: {e}");
+            return Ended::Failed;
+        }
+    };
+    if let Some(auth) = client.auth() {
+        builder = match builder.header("Authorization", &auth.header_value()) {
+            Ok(b) => b,
+            Err(_) => {
+                warn!("the Marathon credentials do not form a valid HTTP header");
+                return Ended::Failed;
+            }
+        };
+    }
+    let sse = builder.build_with_transport(transport);
+    let mut stream = sse.stream();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(SSE::Connected(_)) => {
+                info!("event stream connected to {base}");
+                status.set_stream_connected(true);
+                *backoff = BACKOFF_MIN;
+                if tx.send(StreamMessage::Connected(base.clone())).await.is_err() {
+                    return Ended::Failed;
+                }
+            }
+            Ok(SSE::Event(ev)) => {
+                status.count_event();
+                match decode_event(&ev.event_type, &ev.data) {
+                    Ok(Decoded::Unknown) => {
+                        status.count_unknown_event();
+                        debug!(event_type = %ev.event_type, "ignoring unknown Marathon event type");
+                    }
+                    Ok(Decoded::Irrelevant) => {}
+                    Ok(decoded) => {
+                        if tx.send(StreamMessage::Event(decoded)).await.is_err() {
+                            return Ended::Failed;
+                        }
+                    }
+                    Err(e) => {
+                        status.count_malformed_event();
+                        warn!("skipping Marathon event: {e}");
+                    }
+                }
+            }
+            Ok(SSE::Comment(_)) => {}
+            Err(SseError::UnexpectedResponse(resp, _)) if (300..400).contains(&resp.status()) => {
+                let location = resp.get_header_value("location").ok().flatten().and_then(|l| url.join(l).ok());
+                return match location {
+                    Some(l) => Ended::Redirect(l),
+                    None => {
+                        warn!("{base} answered {} without a Location header", resp.status());
+                        Ended::Failed
+                    }
+                };
+            }
+            Err(SseError::UnexpectedResponse(resp, _)) => {
+                warn!("event stream at {base} answered HTTP {}", resp.status());
+                return Ended::Failed;
+            }
+            Err(SseError::Eof) => {
+                info!("event stream at {base} closed");
+                return Ended::Failed;
+            }
+            Err(e) => {
+                warn!("event stream at {base} failed: {e}");
+                return Ended::Failed;
+            }
+        }
+    }
+    Ended::Failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let base = Url::parse("http://m1:8080/marathon/").expect("url");
+        let ev = events_url(&base).expect("events url");
+        assert!(ev.as_str().starts_with("http://m1:8080/marathon/v2/events?plan-format=light&event_type="));
+        assert_eq!(base_of(&ev), base);
+    }
+}

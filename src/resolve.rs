@@ -1,0 +1,45 @@
+//! Agent host names → addresses, through the system resolver, cached. Runs in the sync task,
+//! never on the query path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// How long a resolved agent address is trusted.
+const FRESH_FOR: Duration = Duration::from_secs(300);
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+pub struct HostCache {
+    entries: BTreeMap<String, (Vec<IpAddr>, Instant)>,
+}
+
+impl HostCache {
+    /// Resolve every host in `hosts` that is missing or stale; forget hosts no longer used.
+    /// Returns the addresses of `hosts` (failed lookups map to nothing).
+    pub async fn resolve(&mut self, hosts: &BTreeSet<String>) -> BTreeMap<String, Vec<IpAddr>> {
+        self.entries.retain(|h, _| hosts.contains(h));
+        for host in hosts {
+            let stale = self.entries.get(host).is_none_or(|(_, at)| at.elapsed() > FRESH_FOR);
+            if !stale {
+                continue;
+            }
+            let looked_up = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0))).await;
+            match looked_up {
+                Ok(Ok(addrs)) => {
+                    let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                    ips.sort();
+                    ips.dedup();
+                    self.entries.insert(host.clone(), (ips, Instant::now()));
+                }
+                // Keep a stale answer rather than dropping the agent on a resolver hiccup.
+                _ => {
+                    if !self.entries.contains_key(host) {
+                        self.entries.insert(host.clone(), (Vec::new(), Instant::now()));
+                    }
+                }
+            }
+        }
+        self.entries.iter().map(|(h, (ips, _))| (h.clone(), ips.clone())).collect()
+    }
+}

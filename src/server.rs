@@ -1,0 +1,199 @@
+//! Process wiring: zones from disk, the DNS listeners, the Marathon stream and the sync task,
+//! under one cancellation token.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hickory_proto::rr::Name;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::dns::handler::AnswerOptions;
+use crate::dns::listen::{self, BindError};
+use crate::marathon::client::{self, Auth, ClientConfig, ClientError, MarathonClient};
+use crate::marathon::stream;
+use crate::sync::{SyncConfig, SyncStatus, Syncer};
+use crate::zone::build::{self, SoaTemplate, ZoneConfig};
+use crate::zone::snapshot::ZoneSnapshot;
+use crate::zone::store::ZoneStore;
+use crate::zone::zonefile::{self, ZoneFileError};
+
+/// Everything needed to run the server, already validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub marathon: Vec<String>,
+    pub auth: Option<Auth>,
+    pub leader_lookup: bool,
+    pub listen: Vec<SocketAddr>,
+    pub zone: String,
+    pub ttl: u32,
+    pub zones_dir: PathBuf,
+    pub resync_interval: Duration,
+    pub stream_timeout: Duration,
+    pub include_unhealthy: bool,
+    pub max_udp_payload: Option<u16>,
+    pub coalesce: Duration,
+}
+
+impl Settings {
+    /// Defaults for the given Marathon URLs (as the CLI would give them).
+    pub fn new(marathon: Vec<String>) -> Self {
+        Self {
+            marathon,
+            auth: None,
+            leader_lookup: true,
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8053))],
+            zone: "marathon.local".into(),
+            ttl: 5,
+            zones_dir: PathBuf::from("zones"),
+            resync_interval: Duration::from_secs(300),
+            stream_timeout: Duration::from_secs(60),
+            include_unhealthy: false,
+            max_udp_payload: None,
+            coalesce: Duration::from_millis(20),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid zone name {0:?}")]
+    Zone(String),
+    #[error("no Marathon URL given (--marathon)")]
+    NoMarathon,
+    #[error(transparent)]
+    ZoneFile(#[from] ZoneFileError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// A running server.
+pub struct Running {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub store: Arc<ZoneStore>,
+    pub status: Arc<SyncStatus>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    dns: listen::DnsServer,
+}
+
+impl Running {
+    /// Stop everything and wait for it.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        let _ = self.dns.server.shutdown_gracefully().await;
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Wait until the first full sync from Marathon has been published.
+    pub async fn wait_synced(&self) {
+        loop {
+            let changed = self.status.wait_change();
+            if self.status.is_synced() {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+fn origin(zone: &str) -> Result<Name, StartError> {
+    let mut n = Name::from_str(zone).map_err(|_| StartError::Zone(zone.to_string()))?;
+    n.set_fqdn(true);
+    Ok(n.to_lowercase())
+}
+
+/// The zones to serve at startup: the Marathon zone (SOA + its static records) and every other
+/// static zone. Returns the sync settings for the Marathon zone too.
+pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), StartError> {
+    let origin = origin(&settings.zone)?;
+    let mut statics = zonefile::load_dir(&settings.zones_dir)?;
+    let own = statics.iter().position(|z| z.origin == origin).map(|i| statics.remove(i));
+    let (soa, records) = match own {
+        Some(z) => (z.soa_template(), z.records),
+        None => (SoaTemplate::default_for(&origin), Vec::new()),
+    };
+    let cfg = SyncConfig {
+        zone: ZoneConfig {
+            origin: origin.clone(),
+            ttl: settings.ttl,
+            include_unhealthy: settings.include_unhealthy,
+        },
+        soa,
+        statics: records,
+        resync_interval: settings.resync_interval,
+        coalesce: settings.coalesce,
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let marathon = build::snapshot(&cfg.soa, build::next_serial(0, now), &cfg.zone, Vec::new(), &cfg.statics);
+    let others = statics.into_iter().map(|z| ZoneSnapshot::new(z.soa, z.records)).collect();
+    Ok((ZoneStore::new(marathon, others), cfg))
+}
+
+/// Build the Marathon client from the settings.
+pub fn marathon_client(settings: &Settings) -> Result<MarathonClient, StartError> {
+    if settings.marathon.is_empty() {
+        return Err(StartError::NoMarathon);
+    }
+    let mut urls = Vec::new();
+    let mut auth = settings.auth.clone();
+    for raw in &settings.marathon {
+        let (url, url_auth) = client::parse_url(raw)?;
+        urls.push(url);
+        auth = auth.or(url_auth);
+    }
+    Ok(MarathonClient::new(ClientConfig {
+        urls,
+        auth,
+        leader_lookup: settings.leader_lookup,
+        request_timeout: Duration::from_secs(10),
+    })?)
+}
+
+/// Start serving: DNS answers at once (SOA/NS and static records), Marathon records follow
+/// as soon as the first sync completes.
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    let (store, sync_cfg) = initial_zones(&settings)?;
+    let store = Arc::new(store);
+    let client = marathon_client(&settings)?;
+    let dns = listen::serve(
+        &settings.listen,
+        store.clone(),
+        AnswerOptions {
+            max_udp_payload: settings.max_udp_payload,
+        },
+    )
+    .await?;
+    for addr in &dns.udp {
+        info!("serving DNS for {} on {addr} (UDP and TCP)", settings.zone);
+    }
+    let status = Arc::new(SyncStatus::default());
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = mpsc::channel(1024);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(stream::run(
+        client.clone(),
+        settings.stream_timeout,
+        tx,
+        status.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(Syncer::new(sync_cfg, client, store.clone(), status.clone()).run(rx, shutdown.clone()));
+    Ok(Running {
+        udp: dns.udp.clone(),
+        tcp: dns.tcp.clone(),
+        store,
+        status,
+        shutdown,
+        tasks,
+        dns,
+    })
+}

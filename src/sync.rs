@@ -1,0 +1,282 @@
+//! The sync task: owns the cluster model, feeds it from Marathon (full REST snapshots and the
+//! event stream), and publishes a new zone snapshot when the records change. Bursts of events
+//! are coalesced into one publish.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hickory_proto::rr::Record;
+use reqwest::Url;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cluster::{AppId, Cluster};
+use crate::marathon::client::MarathonClient;
+use crate::marathon::convert::Decoded;
+use crate::marathon::stream::StreamMessage;
+use crate::resolve::HostCache;
+use crate::zone::build::{self, SoaTemplate, Warning, ZoneConfig};
+use crate::zone::store::ZoneStore;
+
+/// Observable state of the sync task (readiness, tests, metrics).
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    synced: AtomicBool,
+    stream_connected: AtomicBool,
+    serial: AtomicU32,
+    events: AtomicU64,
+    unknown_events: AtomicU64,
+    malformed_events: AtomicU64,
+    reconnects: AtomicU64,
+    resyncs: AtomicU64,
+    failed_resyncs: AtomicU64,
+    publishes: AtomicU64,
+    /// Wakes waiters on every publish and resync.
+    changed: Notify,
+}
+
+impl SyncStatus {
+    /// A full snapshot from Marathon has been loaded at least once.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+    pub fn stream_connected(&self) -> bool {
+        self.stream_connected.load(Ordering::Acquire)
+    }
+    pub(crate) fn set_stream_connected(&self, v: bool) {
+        self.stream_connected.store(v, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+    pub fn serial(&self) -> u32 {
+        self.serial.load(Ordering::Acquire)
+    }
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+    pub(crate) fn count_event(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn unknown_events(&self) -> u64 {
+        self.unknown_events.load(Ordering::Relaxed)
+    }
+    pub(crate) fn count_unknown_event(&self) {
+        self.unknown_events.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn malformed_events(&self) -> u64 {
+        self.malformed_events.load(Ordering::Relaxed)
+    }
+    pub(crate) fn count_malformed_event(&self) {
+        self.malformed_events.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+    pub(crate) fn count_reconnect(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
+    }
+    pub fn failed_resyncs(&self) -> u64 {
+        self.failed_resyncs.load(Ordering::Relaxed)
+    }
+    pub fn publishes(&self) -> u64 {
+        self.publishes.load(Ordering::Relaxed)
+    }
+    /// Wait for the next publish or resync.
+    pub async fn wait_change(&self) {
+        self.changed.notified().await;
+    }
+}
+
+/// Everything the sync task needs to build zones.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub zone: ZoneConfig,
+    pub soa: SoaTemplate,
+    /// Static records of the Marathon zone (from its zone file), merged into every snapshot.
+    pub statics: Vec<Record>,
+    pub resync_interval: Duration,
+    pub coalesce: Duration,
+}
+
+/// The sync task's state.
+pub struct Syncer {
+    cfg: SyncConfig,
+    client: MarathonClient,
+    store: Arc<ZoneStore>,
+    status: Arc<SyncStatus>,
+    cluster: Cluster,
+    hosts: HostCache,
+    /// The Marathon the stream is attached to; REST goes there.
+    base: Option<Url>,
+    warned: BTreeSet<Warning>,
+    refetch: BTreeSet<AppId>,
+    dirty: bool,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Syncer {
+    pub fn new(cfg: SyncConfig, client: MarathonClient, store: Arc<ZoneStore>, status: Arc<SyncStatus>) -> Self {
+        status.serial.store(store.marathon().serial(), Ordering::Release);
+        Self {
+            cfg,
+            client,
+            store,
+            status,
+            cluster: Cluster::default(),
+            hosts: HostCache::default(),
+            base: None,
+            warned: BTreeSet::new(),
+            refetch: BTreeSet::new(),
+            dirty: false,
+        }
+    }
+
+    /// Run until `shutdown`, consuming the stream's messages.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<StreamMessage>, shutdown: CancellationToken) {
+        let mut next_resync: Option<Instant> = None;
+        let mut retry_delay = Duration::from_millis(500);
+        let mut flush_at: Option<Instant> = None;
+        loop {
+            let resync_sleep = next_resync.map(tokio::time::Instant::from_std);
+            let flush_sleep = flush_at.map(tokio::time::Instant::from_std);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { return };
+                    match msg {
+                        StreamMessage::Connected(base) => {
+                            self.base = Some(base);
+                            // Stream first, then snapshot: nothing between the two is lost.
+                            next_resync = Some(Instant::now());
+                        }
+                        StreamMessage::Event(decoded) => {
+                            self.on_event(decoded);
+                            if (self.dirty || !self.refetch.is_empty()) && flush_at.is_none() {
+                                flush_at = Some(Instant::now() + self.cfg.coalesce);
+                            }
+                        }
+                        StreamMessage::Disconnected => {}
+                    }
+                }
+                () = sleep_until(resync_sleep) => {
+                    if self.full_resync().await {
+                        retry_delay = Duration::from_millis(500);
+                        next_resync = Some(Instant::now() + self.cfg.resync_interval);
+                    } else {
+                        // Keep serving the last good zone; try again soon.
+                        next_resync = Some(Instant::now() + retry_delay);
+                        retry_delay = (retry_delay * 2).min(Duration::from_secs(30));
+                    }
+                }
+                () = sleep_until(flush_sleep) => {
+                    flush_at = None;
+                    self.flush().await;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, decoded: Decoded) {
+        match decoded {
+            Decoded::Apply(event) => {
+                let applied = self.cluster.apply(&event);
+                self.dirty |= applied.changed;
+                self.refetch.extend(applied.refetch);
+            }
+            Decoded::Refetch(ids) => self.refetch.extend(ids),
+            Decoded::Attached | Decoded::Irrelevant | Decoded::Unknown => {}
+        }
+    }
+
+    /// Re-fetch the apps events asked for, then publish if anything changed.
+    async fn flush(&mut self) {
+        if let Some(base) = self.base.clone() {
+            for id in std::mem::take(&mut self.refetch) {
+                match self.client.app(&base, &id).await {
+                    Ok(app) => self.dirty |= self.cluster.replace_app(&id, app),
+                    // The periodic resync heals what is missed here.
+                    Err(e) => warn!("re-fetching app {id} failed, keeping what is known: {e}"),
+                }
+            }
+        }
+        if std::mem::take(&mut self.dirty) {
+            self.publish().await;
+        }
+    }
+
+    /// Replace the model with Marathon's full view. False if Marathon could not be read.
+    async fn full_resync(&mut self) -> bool {
+        self.status.resyncs.fetch_add(1, Ordering::Relaxed);
+        let bases = match &self.base {
+            Some(b) => vec![b.clone()],
+            None => self.client.candidates().await,
+        };
+        let mut last_error = String::from("no Marathon URL");
+        for base in bases {
+            match self.client.apps(&base).await {
+                Ok((apps, skipped)) => {
+                    for s in skipped {
+                        warn!("skipping an app Marathon sent that cannot be parsed: {s}");
+                    }
+                    let mut cluster = Cluster::default();
+                    for app in apps {
+                        cluster.apps.insert(app.id.clone(), app);
+                    }
+                    self.cluster = cluster;
+                    self.refetch.clear();
+                    self.publish().await;
+                    if !self.status.synced.swap(true, Ordering::AcqRel) {
+                        info!(apps = self.cluster.apps.len(), "initial sync from Marathon complete");
+                    }
+                    self.status.changed.notify_waiters();
+                    return true;
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        self.status.failed_resyncs.fetch_add(1, Ordering::Relaxed);
+        warn!("full resync failed, serving the last good zone: {last_error}");
+        self.status.changed.notify_waiters();
+        false
+    }
+
+    /// Build the zone from the model and publish it if its records differ.
+    async fn publish(&mut self) {
+        let hosts = build::hosts_to_resolve(&self.cluster, self.cfg.zone.include_unhealthy);
+        let resolved = self.hosts.resolve(&hosts).await;
+        let generated = build::generate(&self.cluster, &self.cfg.zone, &resolved);
+        for w in &generated.warnings {
+            if !self.warned.contains(w) {
+                warn!("{w}");
+            }
+        }
+        self.warned = generated.warnings;
+        let current = self.store.marathon();
+        // Built at the current serial so that equal content compares equal.
+        let mut zone = build::snapshot(&self.cfg.soa, current.serial(), &self.cfg.zone, generated.records, &self.cfg.statics);
+        if zone.same_content(&current) {
+            return;
+        }
+        let serial = build::next_serial(current.serial(), unix_now());
+        zone.set_serial(serial);
+        self.store.publish(zone);
+        self.status.serial.store(serial, Ordering::Release);
+        self.status.publishes.fetch_add(1, Ordering::Relaxed);
+        self.status.changed.notify_waiters();
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,9 @@
+//! Zones: the pure core that turns the cluster model into immutable, servable snapshots.
+
+pub mod build;
+pub mod export;
+pub mod snapshot;
+pub mod store;
+pub mod zonefile;
+
+pub use snapshot::{Lookup, ZoneSnapshot};
