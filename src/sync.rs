@@ -141,7 +141,8 @@ impl Syncer {
 
     /// Run until `shutdown`, consuming the stream's messages.
     pub async fn run(mut self, mut rx: mpsc::Receiver<StreamMessage>, shutdown: CancellationToken) {
-        let mut next_resync: Option<Instant> = None;
+        // Snapshot at once (the stream may be slow to come up), and again on every connect.
+        let mut next_resync: Option<Instant> = Some(Instant::now());
         let mut retry_delay = Duration::from_millis(500);
         let mut flush_at: Option<Instant> = None;
         loop {

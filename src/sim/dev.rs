@@ -51,8 +51,8 @@ fn start(sim: &Simulator, app_id: &str, i: usize, healthy: bool) {
     }
 }
 
-/// Forever: every `period`, replace one task of one app (round robin), and flip the health
-/// of one `/prod/web` task.
+/// Forever: every `period`, replace one task of one app (round robin); every fifth step one
+/// `/prod/web` task turns unhealthy for two steps.
 pub async fn churn(sim: &Simulator, period: Duration) {
     let mut step = 0usize;
     loop {
@@ -67,9 +67,19 @@ pub async fn churn(sim: &Simulator, period: Duration) {
             sim.kill_task(&victim.id);
         }
         start(sim, app_id, step, app_id == "/prod/web");
-        if let Some(t) = sim.tasks_of("/prod/web").get(step % 3) {
-            let alive = t.health.iter().all(|h| *h);
-            sim.set_health(&t.id, !alive);
+        let web = sim.tasks_of("/prod/web");
+        match step % 5 {
+            0 => {
+                if let Some(t) = web.first() {
+                    sim.set_health(&t.id, false);
+                }
+            }
+            2 => {
+                for t in &web {
+                    sim.set_health(&t.id, true);
+                }
+            }
+            _ => {}
         }
         step += 1;
     }
