@@ -95,9 +95,20 @@ impl Running {
 
     /// Wait until the first full sync from Marathon has been published.
     pub async fn wait_synced(&self) {
+        self.wait_for(SyncStatus::is_synced).await;
+    }
+
+    /// Wait until the event stream is up and the resync that follows it is published.
+    pub async fn wait_live(&self) {
+        self.wait_for(SyncStatus::is_live).await;
+    }
+
+    async fn wait_for(&self, done: impl Fn(&SyncStatus) -> bool) {
         loop {
             let changed = self.status.wait_change();
-            if self.status.is_synced() {
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(&self.status) {
                 return;
             }
             changed.await;
@@ -133,7 +144,7 @@ pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), Sta
         coalesce: settings.coalesce,
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let marathon = build::snapshot(&cfg.soa, build::next_serial(0, now), &cfg.zone, Vec::new(), &cfg.statics);
+    let marathon = build::snapshot(&cfg.soa, build::next_serial(0, now), &cfg.zone, build::Generated::default(), &cfg.statics);
     let others = statics.into_iter().map(|z| ZoneSnapshot::new(z.soa, z.records)).collect();
     Ok((ZoneStore::new(marathon, others), cfg))
 }

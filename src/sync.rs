@@ -26,6 +26,8 @@ use crate::zone::store::ZoneStore;
 pub struct SyncStatus {
     synced: AtomicBool,
     stream_connected: AtomicBool,
+    /// A full resync completed since the stream (re)connected: the zone is live.
+    stream_synced: AtomicBool,
     serial: AtomicU32,
     events: AtomicU64,
     unknown_events: AtomicU64,
@@ -42,6 +44,10 @@ impl SyncStatus {
     /// A full snapshot from Marathon has been loaded at least once.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+    /// The stream is up and a full resync followed its connect: events now keep the zone live.
+    pub fn is_live(&self) -> bool {
+        self.stream_synced.load(Ordering::Acquire) && self.stream_connected()
     }
     pub fn stream_connected(&self) -> bool {
         self.stream_connected.load(Ordering::Acquire)
@@ -86,9 +92,9 @@ impl SyncStatus {
     pub fn publishes(&self) -> u64 {
         self.publishes.load(Ordering::Relaxed)
     }
-    /// Wait for the next publish or resync.
-    pub async fn wait_change(&self) {
-        self.changed.notified().await;
+    /// Resolves at the next publish, resync or stream state change.
+    pub fn wait_change(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 }
 
@@ -116,6 +122,8 @@ pub struct Syncer {
     warned: BTreeSet<Warning>,
     refetch: BTreeSet<AppId>,
     dirty: bool,
+    /// The stream (re)connected and no full resync has completed since.
+    connect_pending: bool,
 }
 
 fn unix_now() -> u64 {
@@ -136,6 +144,7 @@ impl Syncer {
             warned: BTreeSet::new(),
             refetch: BTreeSet::new(),
             dirty: false,
+            connect_pending: false,
         }
     }
 
@@ -155,6 +164,8 @@ impl Syncer {
                     match msg {
                         StreamMessage::Connected(base) => {
                             self.base = Some(base);
+                            self.connect_pending = true;
+                            self.status.stream_synced.store(false, Ordering::Release);
                             // Stream first, then snapshot: nothing between the two is lost.
                             next_resync = Some(Instant::now());
                         }
@@ -164,7 +175,10 @@ impl Syncer {
                                 flush_at = Some(Instant::now() + self.cfg.coalesce);
                             }
                         }
-                        StreamMessage::Disconnected => {}
+                        StreamMessage::Disconnected => {
+                            self.status.stream_synced.store(false, Ordering::Release);
+                            self.status.changed.notify_waiters();
+                        }
                     }
                 }
                 () = sleep_until(resync_sleep) => {
@@ -234,6 +248,9 @@ impl Syncer {
                     self.cluster = cluster;
                     self.refetch.clear();
                     self.publish().await;
+                    if std::mem::take(&mut self.connect_pending) {
+                        self.status.stream_synced.store(true, Ordering::Release);
+                    }
                     if !self.status.synced.swap(true, Ordering::AcqRel) {
                         info!(apps = self.cluster.apps.len(), "initial sync from Marathon complete");
                     }
@@ -253,16 +270,16 @@ impl Syncer {
     async fn publish(&mut self) {
         let hosts = build::hosts_to_resolve(&self.cluster, self.cfg.zone.include_unhealthy);
         let resolved = self.hosts.resolve(&hosts).await;
-        let generated = build::generate(&self.cluster, &self.cfg.zone, &resolved);
+        let mut generated = build::generate(&self.cluster, &self.cfg.zone, &resolved);
         for w in &generated.warnings {
             if !self.warned.contains(w) {
                 warn!("{w}");
             }
         }
-        self.warned = generated.warnings;
+        self.warned = std::mem::take(&mut generated.warnings);
         let current = self.store.marathon();
         // Built at the current serial so that equal content compares equal.
-        let mut zone = build::snapshot(&self.cfg.soa, current.serial(), &self.cfg.zone, generated.records, &self.cfg.statics);
+        let mut zone = build::snapshot(&self.cfg.soa, current.serial(), &self.cfg.zone, generated, &self.cfg.statics);
         if zone.same_content(&current) {
             return;
         }

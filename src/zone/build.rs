@@ -86,9 +86,11 @@ impl std::fmt::Display for Warning {
 }
 
 /// The generated records plus what went wrong on the way.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Generated {
     pub records: Vec<Record>,
+    /// Names that exist even without records (defined apps without eligible tasks).
+    pub names: Vec<Name>,
     pub warnings: BTreeSet<Warning>,
 }
 
@@ -157,6 +159,33 @@ fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
     Record::from_rdata(name.clone(), ttl, data)
 }
 
+/// The SRV owner names of each port, per protocol, by the naming rules (independent of tasks).
+fn srv_owners(app: &App, name: &str, zone: &str) -> Vec<Vec<(crate::cluster::Proto, Name)>> {
+    let mut seen_proto = BTreeSet::new();
+    app.ports
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            let mut owners = Vec::new();
+            for proto in &spec.protocols {
+                let first = seen_proto.insert(*proto);
+                if first {
+                    owners.push((*proto, naming::app_srv_name(&app.id, proto.label(), zone)));
+                }
+                match spec.name.as_deref() {
+                    Some(n) if !n.is_empty() => owners.push((*proto, naming::port_srv_name(name, Some(n), index, proto.label()))),
+                    _ if !first => owners.push((*proto, naming::port_srv_name(name, None, index, proto.label()))),
+                    _ => {}
+                }
+            }
+            owners
+                .into_iter()
+                .filter_map(|(p, o)| o.and_then(|o| parse_name(&o)).map(|o| (p, o)))
+                .collect()
+        })
+        .collect()
+}
+
 fn app_records(
     app: &App,
     name: &str,
@@ -167,6 +196,12 @@ fn app_records(
     out: &mut Generated,
 ) {
     let Some(app_name) = parse_name(name) else { return };
+    let owners = srv_owners(app, name, zone);
+    // A defined app's names exist even with no eligible task (NODATA, not NXDOMAIN): scaling
+    // to zero is not deleting, and NXDOMAIN would deny the whole subtree (RFC 8020).
+    out.names.push(app_name.clone());
+    out.names.extend(owners.iter().flatten().map(|(_, o)| o.clone()));
+
     let ttl = cfg.ttl;
     let eligible: Vec<_> = app.tasks.values().filter(|t| app.is_eligible(t, cfg.include_unhealthy)).collect();
     let labels = naming::task_labels(eligible.iter().map(|t| t.id.as_str()), reserved);
@@ -199,43 +234,32 @@ fn app_records(
             out.records.push(address_record(&task_name, ttl, *ip));
         }
 
+        // Marathon's alignment: ports that take a host port consume the task's list in order.
         let mut host_ports = task.host_ports.iter().copied();
-        let mut seen_proto = BTreeSet::new();
-        for (index, spec) in app.ports.iter().enumerate() {
+        for (spec, port_owners) in app.ports.iter().zip(&owners) {
             let host_port = if spec.consumes_host_port { host_ports.next() } else { None };
             let port = match app.network {
                 Network::Host | Network::Bridge => host_port,
                 Network::Container => spec.container_port.filter(|p| *p != 0).or(host_port),
             };
-            for proto in &spec.protocols {
-                let first = seen_proto.insert(*proto);
-                let Some(port) = port else { continue };
-                let mut owners = Vec::new();
-                if first {
-                    owners.push(naming::app_srv_name(&app.id, proto.label(), zone));
-                }
-                match spec.name.as_deref() {
-                    Some(n) if !n.is_empty() => owners.push(naming::port_srv_name(name, Some(n), index, proto.label())),
-                    _ if !first => owners.push(naming::port_srv_name(name, None, index, proto.label())),
-                    _ => {}
-                }
-                for owner in owners.into_iter().flatten().filter_map(|o| parse_name(&o)) {
-                    out.records.push(Record::from_rdata(
-                        owner,
-                        ttl,
-                        RData::SRV(SRV::new(0, 1, port, task_name.clone())),
-                    ));
-                }
+            let Some(port) = port else { continue };
+            for (_, owner) in port_owners {
+                out.records.push(Record::from_rdata(
+                    owner.clone(),
+                    ttl,
+                    RData::SRV(SRV::new(0, 1, port, task_name.clone())),
+                ));
             }
         }
     }
 }
 
 /// The Marathon zone: generated records, static records from its zone file and a SOA.
-pub fn snapshot(soa: &SoaTemplate, serial: u32, cfg: &ZoneConfig, generated: Vec<Record>, statics: &[Record]) -> ZoneSnapshot {
-    ZoneSnapshot::new(
+pub fn snapshot(soa: &SoaTemplate, serial: u32, cfg: &ZoneConfig, generated: Generated, statics: &[Record]) -> ZoneSnapshot {
+    ZoneSnapshot::with_names(
         soa.record(&cfg.origin, serial, cfg.ttl),
-        statics.iter().cloned().chain(generated),
+        statics.iter().cloned().chain(generated.records),
+        generated.names,
     )
 }
 

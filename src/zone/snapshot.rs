@@ -57,6 +57,11 @@ impl ZoneSnapshot {
     /// exists (as an empty non-terminal if it owns nothing). Records outside the origin are
     /// dropped; duplicates are merged.
     pub fn new(soa: Record, records: impl IntoIterator<Item = Record>) -> Self {
+        Self::with_names(soa, records, Vec::new())
+    }
+
+    /// Like [`Self::new`], plus names that exist without records of their own.
+    pub fn with_names(soa: Record, records: impl IntoIterator<Item = Record>, names: Vec<Name>) -> Self {
         let origin = soa.name.to_lowercase();
         let lower_origin = LowerName::new(&origin);
         let mut nodes: HashMap<LowerName, Node> = HashMap::new();
@@ -84,6 +89,13 @@ impl ZoneSnapshot {
             while lower_origin.zone_of(&ancestor) && ancestor != lower_origin {
                 nodes.entry(ancestor.clone()).or_default();
                 ancestor = ancestor.base_name();
+            }
+        }
+        for name in names {
+            let mut name = LowerName::new(&name);
+            while lower_origin.zone_of(&name) && name != lower_origin {
+                nodes.entry(name.clone()).or_default();
+                name = name.base_name();
             }
         }
         for node in nodes.values_mut() {

@@ -56,7 +56,7 @@ fn zone_of(apps: Vec<App>, cfg: &ZoneConfig) -> (ZoneSnapshot, Generated) {
     resolved.insert("agent1.example".to_string(), vec![IpAddr::from([10, 0, 0, 99])]);
     let generated = generate(&cluster, cfg, &resolved);
     let soa = SoaTemplate::default_for(&cfg.origin);
-    let zone = snapshot(&soa, 1, cfg, generated.records.clone(), &[]);
+    let zone = snapshot(&soa, 1, cfg, generated.clone(), &[]);
     (zone, generated)
 }
 
@@ -107,6 +107,17 @@ fn host_app_a_srv_named_and_unnamed_ports() {
     assert_eq!(rdata(&zone, "01000000.web.prod.marathon.local.", RecordType::A), ["10.0.0.1"]);
     assert_eq!(rdata(&zone, "prod.marathon.local.", RecordType::A), ["NODATA"]);
     assert_eq!(rdata(&zone, "_port0._tcp.web.prod.marathon.local.", RecordType::SRV), ["NXDOMAIN"]);
+}
+
+#[test]
+fn defined_app_without_tasks_is_nodata_not_nxdomain() {
+    let cfg = cfg();
+    let idle = app("/prod/idle", Network::Host, vec![port(Some("http"), &[Proto::Tcp])], vec![]);
+    let (zone, _) = zone_of(vec![idle], &cfg);
+    assert_eq!(rdata(&zone, "idle.prod.marathon.local.", RecordType::A), ["NODATA"]);
+    assert_eq!(rdata(&zone, "_idle._tcp.prod.marathon.local.", RecordType::SRV), ["NODATA"]);
+    assert_eq!(rdata(&zone, "_http._tcp.idle.prod.marathon.local.", RecordType::SRV), ["NODATA"]);
+    assert_eq!(rdata(&zone, "x.idle.prod.marathon.local.", RecordType::A), ["NXDOMAIN"]);
 }
 
 #[test]

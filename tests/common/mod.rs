@@ -1,0 +1,149 @@
+//! Test helpers: a DNS client over real UDP/TCP sockets and a server wired to the simulator.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+use marathon_dns::server::{self, Running, Settings};
+use marathon_dns::sim::Simulator;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn zones_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones")
+}
+
+/// Server settings for tests: ephemeral loopback port, the repo's zones.
+pub fn settings(marathon: Vec<String>) -> Settings {
+    let mut s = Settings::new(marathon);
+    s.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    s.zones_dir = zones_dir();
+    s
+}
+
+/// Start a server against `sim` and wait for the first sync.
+pub async fn start_against(sim: &Simulator, tweak: impl FnOnce(&mut Settings)) -> Running {
+    let mut s = settings(vec![sim.url()]);
+    tweak(&mut s);
+    let running = server::start(s).await.expect("server starts");
+    tokio::time::timeout(TIMEOUT, running.wait_live()).await.expect("live in time");
+    running
+}
+
+pub fn query_message(name: &str, rtype: RecordType, edns: Option<u16>) -> Message {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_str(name).expect("name"), rtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m
+}
+
+fn rand_id() -> u16 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.subsec_nanos())
+        % 65_000) as u16
+        + 1
+}
+
+/// Send raw bytes over UDP and return the raw reply.
+pub async fn udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    sock.connect(server).await.expect("connect");
+    sock.send(bytes).await.expect("send");
+    let mut buf = vec![0u8; 65_535];
+    let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await.ok()?.ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+pub async fn udp(server: SocketAddr, msg: &Message) -> Message {
+    let raw = udp_raw(server, &msg.to_vec().expect("encode")).await.expect("UDP reply");
+    let reply = Message::from_vec(&raw).expect("decodable reply");
+    assert_eq!(reply.metadata.id, msg.metadata.id);
+    reply
+}
+
+pub async fn tcp(server: SocketAddr, msg: &Message) -> Message {
+    let mut stream = TcpStream::connect(server).await.expect("connect");
+    let bytes = msg.to_vec().expect("encode");
+    let len = u16::try_from(bytes.len()).expect("fits");
+    stream.write_all(&len.to_be_bytes()).await.expect("write");
+    stream.write_all(&bytes).await.expect("write");
+    let mut len = [0u8; 2];
+    tokio::time::timeout(TIMEOUT, stream.read_exact(&mut len)).await.expect("in time").expect("len");
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut buf).await.expect("body");
+    Message::from_vec(&buf).expect("decodable reply")
+}
+
+pub async fn q(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    udp(server, &query_message(name, rtype, Some(4096))).await
+}
+
+/// Sorted answer RDATA of a type, as text.
+pub fn rdata(m: &Message, rtype: RecordType) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .answers
+        .iter()
+        .filter(|r| r.record_type() == rtype)
+        .map(|r| r.data.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// SRV answers as (port, target) pairs, sorted.
+pub fn srv(m: &Message) -> Vec<(u16, String)> {
+    let mut v: Vec<(u16, String)> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some((s.port, s.target.to_ascii())),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every SRV target has exactly one address record in ADDITIONAL, owner byte-identical.
+pub fn assert_full_glue(m: &Message) {
+    for r in &m.answers {
+        if let RData::SRV(s) = &r.data {
+            let glue = m
+                .additionals
+                .iter()
+                .filter(|a| matches!(a.record_type(), RecordType::A | RecordType::AAAA))
+                .filter(|a| a.name.to_ascii() == s.target.to_ascii())
+                .count();
+            assert!(glue >= 1, "no glue for {}", s.target);
+        }
+    }
+}
+
+/// Poll `check` against the server until it holds; returns how long it took.
+pub async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < TIMEOUT {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
