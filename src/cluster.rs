@@ -322,7 +322,10 @@ mod tests {
         let mut c = Cluster::default();
         c.replace_app("/web", Some(app(0)));
         assert!(c.apply(&status(TASK, "TASK_RUNNING")).changed);
-        assert!(!c.apply(&status(TASK, "TASK_RUNNING")).changed, "idempotent");
+        assert!(
+            !c.apply(&status(TASK, "TASK_RUNNING")).changed,
+            "idempotent"
+        );
         let a = &c.apps["/web"];
         assert!(a.is_eligible(&a.tasks[TASK], false));
         assert!(c.apply(&status(TASK, "TASK_KILLED")).changed);

@@ -11,7 +11,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m"))?;
     Ok(match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
@@ -22,7 +24,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "marathon-dns", version, about = "Authoritative DNS for Mesos/Marathon service discovery")]
+#[command(
+    name = "marathon-dns",
+    version,
+    about = "Authoritative DNS for Mesos/Marathon service discovery"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -45,11 +51,20 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Marathon URLs, comma-separated or repeated (the leader is looked up through them).
-    #[arg(long = "marathon", env = "MARATHON_DNS_MARATHON", value_delimiter = ',')]
+    #[arg(
+        long = "marathon",
+        env = "MARATHON_DNS_MARATHON",
+        value_delimiter = ','
+    )]
     pub marathon: Vec<String>,
 
     /// Address to serve DNS on, UDP and TCP; repeatable.
-    #[arg(long = "listen", env = "MARATHON_DNS_LISTEN", value_delimiter = ',', default_value = "127.0.0.1:8053")]
+    #[arg(
+        long = "listen",
+        env = "MARATHON_DNS_LISTEN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8053"
+    )]
     pub listen: Vec<SocketAddr>,
 
     /// The zone that holds the Marathon records.
@@ -149,7 +164,9 @@ mod tests {
             "[::1]:53",
         ])
         .expect("parses");
-        let Some(Command::Serve(args)) = cli.command else { panic!("serve") };
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("serve")
+        };
         assert_eq!(args.marathon.len(), 2);
         assert_eq!(args.listen.len(), 2);
         assert_eq!(args.resync_interval, Duration::from_secs(300));

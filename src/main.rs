@@ -12,7 +12,8 @@ use marathon_dns::zone::export;
 use tracing_subscriber::EnvFilter;
 
 fn read_secret(path: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(text.trim().to_string())
 }
 
@@ -29,7 +30,9 @@ fn settings(args: &ServeArgs) -> Result<Settings> {
     };
     let auth = match (credentials, token) {
         (Some(_), Some(_)) => bail!("give either Marathon credentials or a token, not both"),
-        (Some(c), None) => Some(Auth::basic(&c).context("Marathon credentials must be user:password")?),
+        (Some(c), None) => {
+            Some(Auth::basic(&c).context("Marathon credentials must be user:password")?)
+        }
         (None, Some(t)) => Some(Auth::Token(t)),
         (None, None) => None,
     };
@@ -82,7 +85,10 @@ async fn dev(args: &DevArgs) -> Result<()> {
     running.wait_synced().await;
     let addr = running.udp.first().context("no listen address")?;
     let (ip, port) = (addr.ip(), addr.port());
-    println!("marathon-dns dev mode: simulated Marathon at {}, DNS on {addr} (UDP and TCP)", sim.url());
+    println!(
+        "marathon-dns dev mode: simulated Marathon at {}, DNS on {addr} (UDP and TCP)",
+        sim.url()
+    );
     println!("Try:");
     println!("  dig @{ip} -p {port} SRV _web._tcp.prod.marathon.local");
     println!("  dig @{ip} -p {port} SRV _http._tcp.web.prod.marathon.local");
@@ -117,7 +123,8 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -75,7 +75,12 @@ pub fn app_srv_name(app_id: &str, proto_label: &str, zone: &str) -> Option<Strin
 
 /// Per-port SRV name below the app name: `_http._tcp.web.prod.<zone>`; unnamed ports are
 /// `_port<index>`.
-pub fn port_srv_name(app_name: &str, port_name: Option<&str>, index: usize, proto_label: &str) -> Option<String> {
+pub fn port_srv_name(
+    app_name: &str,
+    port_name: Option<&str>,
+    index: usize,
+    proto_label: &str,
+) -> Option<String> {
     let service = match port_name {
         Some(n) if !n.is_empty() => label(n),
         _ => format!("port{index}"),
@@ -90,7 +95,12 @@ pub fn port_srv_name(app_name: &str, port_name: Option<&str>, index: usize, prot
 /// job ([`task_labels`]), because they depend on the other tasks.
 pub fn task_label_base(task_id: &str) -> String {
     match crate::cluster::find_uuid(task_id) {
-        Some(uuid) => uuid.chars().filter(|c| *c != '-').take(8).collect::<String>().to_ascii_lowercase(),
+        Some(uuid) => uuid
+            .chars()
+            .filter(|c| *c != '-')
+            .take(8)
+            .collect::<String>()
+            .to_ascii_lowercase(),
         None => format!("t{}", short_hash(task_id)),
     }
 }
@@ -107,7 +117,8 @@ pub fn task_labels<'a>(
     ids.iter()
         .zip(&bases)
         .map(|(id, base)| {
-            let clashes = bases.iter().filter(|b| *b == base).count() > 1 || reserved.contains(base);
+            let clashes =
+                bases.iter().filter(|b| *b == base).count() > 1 || reserved.contains(base);
             let label = if clashes {
                 format!("{base}-{}", short_hash(id))
             } else {
@@ -125,10 +136,22 @@ mod tests {
 
     #[test]
     fn app_names() {
-        assert_eq!(app_name("/prod/web", "marathon.local").as_deref(), Some("web.prod.marathon.local"));
-        assert_eq!(app_name("/a/b/c", "marathon.local.").as_deref(), Some("c.b.a.marathon.local"));
-        assert_eq!(app_name("/web", "marathon.local").as_deref(), Some("web.marathon.local"));
-        assert_eq!(app_name("/team/api.v2", "z").as_deref(), Some("api-v2.team.z"));
+        assert_eq!(
+            app_name("/prod/web", "marathon.local").as_deref(),
+            Some("web.prod.marathon.local")
+        );
+        assert_eq!(
+            app_name("/a/b/c", "marathon.local.").as_deref(),
+            Some("c.b.a.marathon.local")
+        );
+        assert_eq!(
+            app_name("/web", "marathon.local").as_deref(),
+            Some("web.marathon.local")
+        );
+        assert_eq!(
+            app_name("/team/api.v2", "z").as_deref(),
+            Some("api-v2.team.z")
+        );
         assert_eq!(app_name("/Caps/X_y", "z").as_deref(), Some("x-y.caps.z"));
     }
 
@@ -139,7 +162,11 @@ mod tests {
         assert_eq!(l.len(), 63);
         assert!(l.starts_with(&"a".repeat(57)));
         assert_eq!(&l[57..58], "-");
-        assert_ne!(label(&"a".repeat(81)), l, "different inputs, different hashes");
+        assert_ne!(
+            label(&"a".repeat(81)),
+            l,
+            "different inputs, different hashes"
+        );
         assert_eq!(label(&"a".repeat(63)), "a".repeat(63));
     }
 
@@ -155,7 +182,10 @@ mod tests {
             app_srv_name("/prod/web", "_tcp", "marathon.local").as_deref(),
             Some("_web._tcp.prod.marathon.local")
         );
-        assert_eq!(app_srv_name("/web", "_udp", "marathon.local").as_deref(), Some("_web._udp.marathon.local"));
+        assert_eq!(
+            app_srv_name("/web", "_udp", "marathon.local").as_deref(),
+            Some("_web._udp.marathon.local")
+        );
         assert_eq!(
             port_srv_name("web.prod.marathon.local", Some("http"), 0, "_tcp").as_deref(),
             Some("_http._tcp.web.prod.marathon.local")

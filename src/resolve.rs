@@ -20,11 +20,16 @@ impl HostCache {
     pub async fn resolve(&mut self, hosts: &BTreeSet<String>) -> BTreeMap<String, Vec<IpAddr>> {
         self.entries.retain(|h, _| hosts.contains(h));
         for host in hosts {
-            let stale = self.entries.get(host).is_none_or(|(_, at)| at.elapsed() > FRESH_FOR);
+            let stale = self
+                .entries
+                .get(host)
+                .is_none_or(|(_, at)| at.elapsed() > FRESH_FOR);
             if !stale {
                 continue;
             }
-            let looked_up = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0))).await;
+            let looked_up =
+                tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0)))
+                    .await;
             match looked_up {
                 Ok(Ok(addrs)) => {
                     let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
@@ -35,11 +40,15 @@ impl HostCache {
                 // Keep a stale answer rather than dropping the agent on a resolver hiccup.
                 _ => {
                     if !self.entries.contains_key(host) {
-                        self.entries.insert(host.clone(), (Vec::new(), Instant::now()));
+                        self.entries
+                            .insert(host.clone(), (Vec::new(), Instant::now()));
                     }
                 }
             }
         }
-        self.entries.iter().map(|(h, (ips, _))| (h.clone(), ips.clone())).collect()
+        self.entries
+            .iter()
+            .map(|(h, (ips, _))| (h.clone(), ips.clone()))
+            .collect()
     }
 }

@@ -127,7 +127,10 @@ fn origin(zone: &str) -> Result<Name, StartError> {
 pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), StartError> {
     let origin = origin(&settings.zone)?;
     let mut statics = zonefile::load_dir(&settings.zones_dir)?;
-    let own = statics.iter().position(|z| z.origin == origin).map(|i| statics.remove(i));
+    let own = statics
+        .iter()
+        .position(|z| z.origin == origin)
+        .map(|i| statics.remove(i));
     let (soa, records) = match own {
         Some(z) => (z.soa_template(), z.records),
         None => (SoaTemplate::default_for(&origin), Vec::new()),
@@ -143,9 +146,20 @@ pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), Sta
         resync_interval: settings.resync_interval,
         coalesce: settings.coalesce,
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let marathon = build::snapshot(&cfg.soa, build::next_serial(0, now), &cfg.zone, build::Generated::default(), &cfg.statics);
-    let others = statics.into_iter().map(|z| ZoneSnapshot::new(z.soa, z.records)).collect();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let marathon = build::snapshot(
+        &cfg.soa,
+        build::next_serial(0, now),
+        &cfg.zone,
+        build::Generated::default(),
+        &cfg.statics,
+    );
+    let others = statics
+        .into_iter()
+        .map(|z| ZoneSnapshot::new(z.soa, z.records))
+        .collect();
     Ok((ZoneStore::new(marathon, others), cfg))
 }
 
@@ -197,7 +211,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         status.clone(),
         shutdown.clone(),
     ));
-    tasks.spawn(Syncer::new(sync_cfg, client, store.clone(), status.clone()).run(rx, shutdown.clone()));
+    tasks.spawn(
+        Syncer::new(sync_cfg, client, store.clone(), status.clone()).run(rx, shutdown.clone()),
+    );
     Ok(Running {
         udp: dns.udp.clone(),
         tcp: dns.tcp.clone(),

@@ -127,12 +127,21 @@ pub struct Syncer {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Syncer {
-    pub fn new(cfg: SyncConfig, client: MarathonClient, store: Arc<ZoneStore>, status: Arc<SyncStatus>) -> Self {
-        status.serial.store(store.marathon().serial(), Ordering::Release);
+    pub fn new(
+        cfg: SyncConfig,
+        client: MarathonClient,
+        store: Arc<ZoneStore>,
+        status: Arc<SyncStatus>,
+    ) -> Self {
+        status
+            .serial
+            .store(store.marathon().serial(), Ordering::Release);
         Self {
             cfg,
             client,
@@ -154,6 +163,9 @@ impl Syncer {
         let mut next_resync: Option<Instant> = Some(Instant::now());
         let mut retry_delay = Duration::from_millis(500);
         let mut flush_at: Option<Instant> = None;
+        // Throttle, not debounce: a lone event is published at once; during a burst at most
+        // one publish per coalescing window.
+        let mut last_flush = Instant::now() - self.cfg.coalesce;
         loop {
             let resync_sleep = next_resync.map(tokio::time::Instant::from_std);
             let flush_sleep = flush_at.map(tokio::time::Instant::from_std);
@@ -172,7 +184,7 @@ impl Syncer {
                         StreamMessage::Event(decoded) => {
                             self.on_event(decoded);
                             if (self.dirty || !self.refetch.is_empty()) && flush_at.is_none() {
-                                flush_at = Some(Instant::now() + self.cfg.coalesce);
+                                flush_at = Some(Instant::now().max(last_flush + self.cfg.coalesce));
                             }
                         }
                         StreamMessage::Disconnected => {
@@ -194,6 +206,7 @@ impl Syncer {
                 () = sleep_until(flush_sleep) => {
                     flush_at = None;
                     self.flush().await;
+                    last_flush = Instant::now();
                 }
             }
         }
@@ -252,7 +265,10 @@ impl Syncer {
                         self.status.stream_synced.store(true, Ordering::Release);
                     }
                     if !self.status.synced.swap(true, Ordering::AcqRel) {
-                        info!(apps = self.cluster.apps.len(), "initial sync from Marathon complete");
+                        info!(
+                            apps = self.cluster.apps.len(),
+                            "initial sync from Marathon complete"
+                        );
                     }
                     self.status.changed.notify_waiters();
                     return true;
@@ -279,7 +295,13 @@ impl Syncer {
         self.warned = std::mem::take(&mut generated.warnings);
         let current = self.store.marathon();
         // Built at the current serial so that equal content compares equal.
-        let mut zone = build::snapshot(&self.cfg.soa, current.serial(), &self.cfg.zone, generated, &self.cfg.statics);
+        let mut zone = build::snapshot(
+            &self.cfg.soa,
+            current.serial(),
+            &self.cfg.zone,
+            generated,
+            &self.cfg.statics,
+        );
         if zone.same_content(&current) {
             return;
         }

@@ -14,7 +14,11 @@ use marathon_dns::marathon::client::Auth;
 use marathon_dns::sim::{SimApp, SimNetwork, SimPort, Simulator};
 
 fn web_app() -> SimApp {
-    SimApp::new("/prod/web", SimNetwork::Host, vec![SimPort::tcp(Some("http"), 0)])
+    SimApp::new(
+        "/prod/web",
+        SimNetwork::Host,
+        vec![SimPort::tcp(Some("http"), 0)],
+    )
 }
 
 async fn srv_count(server: std::net::SocketAddr, name: &str) -> usize {
@@ -25,8 +29,11 @@ async fn srv_count(server: std::net::SocketAddr, name: &str) -> usize {
 async fn initial_sync_then_every_event_kind() {
     let sim = Simulator::start().await.expect("sim");
     sim.add_app(web_app());
-    let t1 = sim.start_task("/prod/web", "127.0.0.11", &[]).expect("task");
-    sim.start_task("/prod/web", "127.0.0.12", &[]).expect("task");
+    let t1 = sim
+        .start_task("/prod/web", "127.0.0.11", &[])
+        .expect("task");
+    sim.start_task("/prod/web", "127.0.0.12", &[])
+        .expect("task");
     let running = start_against(&sim, |_| {}).await;
     let dns = running.udp[0];
 
@@ -36,41 +43,74 @@ async fn initial_sync_then_every_event_kind() {
     assert!(m.metadata.authoritative);
     assert_eq!(srv(&m).len(), 2);
     assert_full_glue(&m);
-    let t = tcp(running.tcp[0], &query_message("_http._tcp.web.prod.marathon.local", RecordType::SRV, None)).await;
+    let t = tcp(
+        running.tcp[0],
+        &query_message("_http._tcp.web.prod.marathon.local", RecordType::SRV, None),
+    )
+    .await;
     assert_eq!(srv(&t).len(), 2);
     assert_full_glue(&t);
     assert_eq!(
-        rdata(&q(dns, "web.prod.marathon.local", RecordType::A).await, RecordType::A),
+        rdata(
+            &q(dns, "web.prod.marathon.local", RecordType::A).await,
+            RecordType::A
+        ),
         ["127.0.0.11", "127.0.0.12"]
     );
 
     // status_update_event TASK_RUNNING: a new task appears.
     let started = std::time::Instant::now();
-    let t3 = sim.start_task("/prod/web", "127.0.0.13", &[]).expect("task");
-    eventually("new task visible", || async { srv_count(dns, "_web._tcp.prod.marathon.local").await == 3 }).await;
+    let t3 = sim
+        .start_task("/prod/web", "127.0.0.13", &[])
+        .expect("task");
+    eventually("new task visible", || async {
+        srv_count(dns, "_web._tcp.prod.marathon.local").await == 3
+    })
+    .await;
     let latency = started.elapsed();
-    println!("event -> visible in DNS: {:.1} ms (task start)", latency.as_secs_f64() * 1000.0);
+    println!(
+        "event -> visible in DNS: {:.1} ms (task start)",
+        latency.as_secs_f64() * 1000.0
+    );
 
     // status_update_event TASK_KILLED: it goes.
     let started = std::time::Instant::now();
     sim.kill_task(&t1);
-    eventually("killed task gone", || async { srv_count(dns, "_web._tcp.prod.marathon.local").await == 2 }).await;
-    println!("event -> visible in DNS: {:.1} ms (task kill)", started.elapsed().as_secs_f64() * 1000.0);
-    let a = rdata(&q(dns, "web.prod.marathon.local", RecordType::A).await, RecordType::A);
+    eventually("killed task gone", || async {
+        srv_count(dns, "_web._tcp.prod.marathon.local").await == 2
+    })
+    .await;
+    println!(
+        "event -> visible in DNS: {:.1} ms (task kill)",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    let a = rdata(
+        &q(dns, "web.prod.marathon.local", RecordType::A).await,
+        RecordType::A,
+    );
     assert_eq!(a, ["127.0.0.12", "127.0.0.13"]);
 
     // api_post_event: a new app is fetched and published.
-    sim.add_app(SimApp::new("/jobs", SimNetwork::Host, vec![SimPort::tcp(None, 0).with_protocol("udp,tcp")]));
+    sim.add_app(SimApp::new(
+        "/jobs",
+        SimNetwork::Host,
+        vec![SimPort::tcp(None, 0).with_protocol("udp,tcp")],
+    ));
     sim.start_task("/jobs", "127.0.0.21", &[]).expect("task");
     eventually("new app published", || async {
-        srv_count(dns, "_jobs._udp.marathon.local").await == 1 && srv_count(dns, "_jobs._tcp.marathon.local").await == 1
+        srv_count(dns, "_jobs._udp.marathon.local").await == 1
+            && srv_count(dns, "_jobs._tcp.marathon.local").await == 1
     })
     .await;
 
     // app_terminated_event: the app's names vanish (NXDOMAIN), the zone stays.
     sim.remove_app("/jobs");
     eventually("removed app is NXDOMAIN", || async {
-        q(dns, "jobs.marathon.local", RecordType::A).await.metadata.response_code == ResponseCode::NXDomain
+        q(dns, "jobs.marathon.local", RecordType::A)
+            .await
+            .metadata
+            .response_code
+            == ResponseCode::NXDomain
     })
     .await;
     let _ = t3;
@@ -82,29 +122,52 @@ async fn initial_sync_then_every_event_kind() {
 async fn health_checks_gate_publication() {
     let sim = Simulator::start().await.expect("sim");
     sim.add_app(web_app().with_health_checks(1));
-    let t1 = sim.start_task("/prod/web", "127.0.0.11", &[]).expect("task");
+    let t1 = sim
+        .start_task("/prod/web", "127.0.0.11", &[])
+        .expect("task");
     sim.set_health(&t1, true);
     let running = start_against(&sim, |_| {}).await;
     let dns = running.udp[0];
     assert_eq!(srv_count(dns, "_web._tcp.prod.marathon.local").await, 1);
 
     // A new task is not published until its health check passes.
-    let t2 = sim.start_task("/prod/web", "127.0.0.12", &[]).expect("task");
+    let t2 = sim
+        .start_task("/prod/web", "127.0.0.12", &[])
+        .expect("task");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(srv_count(dns, "_web._tcp.prod.marathon.local").await, 1, "unchecked task must wait");
+    assert_eq!(
+        srv_count(dns, "_web._tcp.prod.marathon.local").await,
+        1,
+        "unchecked task must wait"
+    );
     sim.set_health(&t2, true);
-    let took = eventually("healthy task published", || async { srv_count(dns, "_web._tcp.prod.marathon.local").await == 2 }).await;
-    println!("event -> visible in DNS: {:.1} ms (health up)", took.as_secs_f64() * 1000.0);
+    let took = eventually("healthy task published", || async {
+        srv_count(dns, "_web._tcp.prod.marathon.local").await == 2
+    })
+    .await;
+    println!(
+        "event -> visible in DNS: {:.1} ms (health up)",
+        took.as_secs_f64() * 1000.0
+    );
 
     // health_status_changed_event alive=false removes it at once.
     sim.set_health(&t1, false);
-    let took = eventually("unhealthy task removed", || async { srv_count(dns, "_web._tcp.prod.marathon.local").await == 1 }).await;
-    println!("event -> visible in DNS: {:.1} ms (health down)", took.as_secs_f64() * 1000.0);
+    let took = eventually("unhealthy task removed", || async {
+        srv_count(dns, "_web._tcp.prod.marathon.local").await == 1
+    })
+    .await;
+    println!(
+        "event -> visible in DNS: {:.1} ms (health down)",
+        took.as_secs_f64() * 1000.0
+    );
     running.shutdown().await;
 
     // --include-unhealthy publishes it anyway.
     let running = start_against(&sim, |s| s.include_unhealthy = true).await;
-    assert_eq!(srv_count(running.udp[0], "_web._tcp.prod.marathon.local").await, 2);
+    assert_eq!(
+        srv_count(running.udp[0], "_web._tcp.prod.marathon.local").await,
+        2
+    );
     running.shutdown().await;
 }
 
@@ -112,7 +175,9 @@ async fn health_checks_gate_publication() {
 async fn dropped_stream_reconnects_and_resyncs() {
     let sim = Simulator::start().await.expect("sim");
     sim.add_app(web_app());
-    let t1 = sim.start_task("/prod/web", "127.0.0.11", &[]).expect("task");
+    let t1 = sim
+        .start_task("/prod/web", "127.0.0.11", &[])
+        .expect("task");
     let running = start_against(&sim, |_| {}).await;
     let dns = running.udp[0];
     let streams_before = sim.requests("/v2/events");
@@ -121,17 +186,28 @@ async fn dropped_stream_reconnects_and_resyncs() {
     sim.suppress_events(true);
     sim.drop_streams();
     sim.kill_task(&t1);
-    sim.start_task("/prod/web", "127.0.0.12", &[]).expect("task");
+    sim.start_task("/prod/web", "127.0.0.12", &[])
+        .expect("task");
     sim.suppress_events(false);
     // … are healed by the full resync that follows the reconnect.
     eventually("resynced after reconnect", || async {
-        rdata(&q(dns, "web.prod.marathon.local", RecordType::A).await, RecordType::A) == ["127.0.0.12"]
+        rdata(
+            &q(dns, "web.prod.marathon.local", RecordType::A).await,
+            RecordType::A,
+        ) == ["127.0.0.12"]
     })
     .await;
-    assert!(sim.requests("/v2/events") > streams_before, "stream was reopened");
+    assert!(
+        sim.requests("/v2/events") > streams_before,
+        "stream was reopened"
+    );
     // And the new stream delivers events again.
-    sim.start_task("/prod/web", "127.0.0.13", &[]).expect("task");
-    eventually("events flow on the new stream", || async { srv_count(dns, "_web._tcp.prod.marathon.local").await == 2 }).await;
+    sim.start_task("/prod/web", "127.0.0.13", &[])
+        .expect("task");
+    eventually("events flow on the new stream", || async {
+        srv_count(dns, "_web._tcp.prod.marathon.local").await == 2
+    })
+    .await;
     running.shutdown().await;
 }
 
@@ -141,14 +217,27 @@ async fn lost_events_are_healed_by_periodic_resync() {
     sim.add_app(web_app());
     let running = start_against(&sim, |s| s.resync_interval = Duration::from_millis(300)).await;
     let dns = running.udp[0];
-    assert_eq!(q(dns, "web.prod.marathon.local", RecordType::A).await.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        q(dns, "web.prod.marathon.local", RecordType::A)
+            .await
+            .metadata
+            .response_code,
+        ResponseCode::NoError
+    );
 
     // Marathon ≤ 1.7 silently drops events for slow consumers: the stream stays up.
     sim.suppress_events(true);
-    sim.start_task("/prod/web", "127.0.0.14", &[]).expect("task");
-    let took = eventually("lost event healed", || async { srv_count(dns, "_web._tcp.prod.marathon.local").await == 1 }).await;
+    sim.start_task("/prod/web", "127.0.0.14", &[])
+        .expect("task");
+    let took = eventually("lost event healed", || async {
+        srv_count(dns, "_web._tcp.prod.marathon.local").await == 1
+    })
+    .await;
     assert!(running.status.stream_connected());
-    println!("lost event healed by periodic resync after {:.0} ms (interval 300 ms)", took.as_secs_f64() * 1000.0);
+    println!(
+        "lost event healed by periodic resync after {:.0} ms (interval 300 ms)",
+        took.as_secs_f64() * 1000.0
+    );
     running.shutdown().await;
 }
 
@@ -163,19 +252,37 @@ async fn standby_redirect_is_followed_with_credentials() {
     // must follow the standby's 302 for /v2/events, re-sending credentials.
     standby.leader_unknown(true);
     leader.add_app(web_app());
-    leader.start_task("/prod/web", "127.0.0.11", &[]).expect("task");
+    leader
+        .start_task("/prod/web", "127.0.0.11", &[])
+        .expect("task");
 
     let mut s = settings(vec![standby.url()]);
     s.auth = Some(auth);
     let running = marathon_dns::server::start(s).await.expect("start");
-    tokio::time::timeout(TIMEOUT, running.wait_synced()).await.expect("synced");
+    tokio::time::timeout(TIMEOUT, running.wait_synced())
+        .await
+        .expect("synced");
     let dns = running.udp[0];
-    eventually("stream on the leader", || async { running.status.stream_connected() }).await;
-    assert!(leader.requests("/v2/events") >= 1, "stream opened on the leader");
-    assert!(standby.requests("/v2/events") >= 1, "standby was asked first");
+    eventually("stream on the leader", || async {
+        running.status.stream_connected()
+    })
+    .await;
+    assert!(
+        leader.requests("/v2/events") >= 1,
+        "stream opened on the leader"
+    );
+    assert!(
+        standby.requests("/v2/events") >= 1,
+        "standby was asked first"
+    );
 
-    leader.start_task("/prod/web", "127.0.0.12", &[]).expect("task");
-    eventually("events from the leader", || async { srv_count(dns, "_web._tcp.prod.marathon.local").await == 2 }).await;
+    leader
+        .start_task("/prod/web", "127.0.0.12", &[])
+        .expect("task");
+    eventually("events from the leader", || async {
+        srv_count(dns, "_web._tcp.prod.marathon.local").await == 2
+    })
+    .await;
     running.shutdown().await;
 }
 
@@ -184,12 +291,24 @@ async fn leader_lookup_through_a_standby() {
     let leader = Simulator::start().await.expect("leader");
     let standby = leader.standby().await.expect("standby");
     leader.add_app(web_app());
-    leader.start_task("/prod/web", "127.0.0.11", &[]).expect("task");
+    leader
+        .start_task("/prod/web", "127.0.0.11", &[])
+        .expect("task");
     let running = start_against(&standby, |_| {}).await;
-    eventually("stream connected", || async { running.status.stream_connected() }).await;
+    eventually("stream connected", || async {
+        running.status.stream_connected()
+    })
+    .await;
     assert!(standby.requests("/v2/leader") >= 1);
-    assert_eq!(standby.requests("/v2/events"), 0, "went to the leader directly");
-    assert_eq!(srv_count(running.udp[0], "_web._tcp.prod.marathon.local").await, 1);
+    assert_eq!(
+        standby.requests("/v2/events"),
+        0,
+        "went to the leader directly"
+    );
+    assert_eq!(
+        srv_count(running.udp[0], "_web._tcp.prod.marathon.local").await,
+        1
+    );
     running.shutdown().await;
 }
 
@@ -197,7 +316,8 @@ async fn leader_lookup_through_a_standby() {
 async fn marathon_failures_keep_the_last_good_zone() {
     let sim = Simulator::start().await.expect("sim");
     sim.add_app(web_app());
-    sim.start_task("/prod/web", "127.0.0.11", &[]).expect("task");
+    sim.start_task("/prod/web", "127.0.0.11", &[])
+        .expect("task");
     let running = start_against(&sim, |s| s.resync_interval = Duration::from_millis(200)).await;
     let dns = running.udp[0];
 
@@ -205,8 +325,15 @@ async fn marathon_failures_keep_the_last_good_zone() {
     sim.fail_rest(Some(503));
     sim.drop_streams();
     let failed = running.status.failed_resyncs();
-    eventually("a resync failed", || async { running.status.failed_resyncs() > failed }).await;
-    assert_eq!(srv_count(dns, "_web._tcp.prod.marathon.local").await, 1, "fail static");
+    eventually("a resync failed", || async {
+        running.status.failed_resyncs() > failed
+    })
+    .await;
+    assert_eq!(
+        srv_count(dns, "_web._tcp.prod.marathon.local").await,
+        1,
+        "fail static"
+    );
 
     // Malformed JSON and unknown event types are skipped and counted.
     sim.emit_raw("status_update_event", "{\"appId\": 42, truncated");
@@ -219,35 +346,82 @@ async fn marathon_failures_keep_the_last_good_zone() {
 
     // Marathon recovers: so do we, by ourselves.
     sim.fail_rest(None);
-    sim.start_task("/prod/web", "127.0.0.12", &[]).expect("task");
-    eventually("recovered", || async { srv_count(dns, "_web._tcp.prod.marathon.local").await == 2 }).await;
+    sim.start_task("/prod/web", "127.0.0.12", &[])
+        .expect("task");
+    eventually("recovered", || async {
+        srv_count(dns, "_web._tcp.prod.marathon.local").await == 2
+    })
+    .await;
     running.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_modes_and_name_resolution() {
     let sim = Simulator::start().await.expect("sim");
-    sim.add_app(SimApp::new("/api", SimNetwork::Bridge, vec![SimPort::tcp(Some("api"), 8080)]));
-    sim.add_app(SimApp::new("/db/cache", SimNetwork::Container, vec![SimPort::tcp(Some("redis"), 6379)]));
-    sim.add_app(SimApp::new("/named", SimNetwork::Host, vec![SimPort::tcp(None, 0)]));
+    sim.add_app(SimApp::new(
+        "/api",
+        SimNetwork::Bridge,
+        vec![SimPort::tcp(Some("api"), 8080)],
+    ));
+    sim.add_app(SimApp::new(
+        "/db/cache",
+        SimNetwork::Container,
+        vec![SimPort::tcp(Some("redis"), 6379)],
+    ));
+    sim.add_app(SimApp::new(
+        "/named",
+        SimNetwork::Host,
+        vec![SimPort::tcp(None, 0)],
+    ));
     sim.start_task("/api", "127.0.0.31", &[]).expect("task");
     let v6: IpAddr = "fd00::5".parse().expect("ip");
-    sim.start_task("/db/cache", "127.0.0.32", &[IpAddr::from([10, 1, 0, 5]), v6]).expect("task");
+    sim.start_task(
+        "/db/cache",
+        "127.0.0.32",
+        &[IpAddr::from([10, 1, 0, 5]), v6],
+    )
+    .expect("task");
     // An agent known by host name is resolved through the system resolver.
     sim.start_task("/named", "localhost", &[]).expect("task");
     let running = start_against(&sim, |_| {}).await;
     let dns = running.udp[0];
 
     let bridge = q(dns, "_api._tcp.marathon.local", RecordType::SRV).await;
-    assert_eq!(srv(&bridge)[0].0, sim.tasks_of("/api")[0].ports[0], "host port, not container port");
-    assert_eq!(rdata(&q(dns, "api.marathon.local", RecordType::A).await, RecordType::A), ["127.0.0.31"], "agent, not bridge IP");
+    assert_eq!(
+        srv(&bridge)[0].0,
+        sim.tasks_of("/api")[0].ports[0],
+        "host port, not container port"
+    );
+    assert_eq!(
+        rdata(
+            &q(dns, "api.marathon.local", RecordType::A).await,
+            RecordType::A
+        ),
+        ["127.0.0.31"],
+        "agent, not bridge IP"
+    );
 
     let container = q(dns, "_redis._tcp.cache.db.marathon.local", RecordType::SRV).await;
     assert_eq!(srv(&container)[0].0, 6379);
-    assert_eq!(rdata(&q(dns, "cache.db.marathon.local", RecordType::A).await, RecordType::A), ["10.1.0.5"]);
-    assert_eq!(rdata(&q(dns, "cache.db.marathon.local", RecordType::AAAA).await, RecordType::AAAA), ["fd00::5"]);
+    assert_eq!(
+        rdata(
+            &q(dns, "cache.db.marathon.local", RecordType::A).await,
+            RecordType::A
+        ),
+        ["10.1.0.5"]
+    );
+    assert_eq!(
+        rdata(
+            &q(dns, "cache.db.marathon.local", RecordType::AAAA).await,
+            RecordType::AAAA
+        ),
+        ["fd00::5"]
+    );
 
-    let named = rdata(&q(dns, "named.marathon.local", RecordType::A).await, RecordType::A);
+    let named = rdata(
+        &q(dns, "named.marathon.local", RecordType::A).await,
+        RecordType::A,
+    );
     assert_eq!(named, ["127.0.0.1"]);
     running.shutdown().await;
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
@@ -83,7 +83,7 @@ fn encoded_len(
     let response = MessageResponseBuilder::new(&request.queries, edns).build(
         metadata,
         entries.iter().map(|e| e.record),
-        plan.authority.into_iter(),
+        plan.authority,
         std::iter::empty(),
         entries.iter().flat_map(|e| e.glue()),
     );
@@ -121,7 +121,11 @@ impl RequestHandler for DnsHandler {
         };
 
         let zone;
-        let plan = if request.edns.as_ref().is_some_and(|e| e.version() > EDNS_VERSION) {
+        let plan = if request
+            .edns
+            .as_ref()
+            .is_some_and(|e| e.version() > EDNS_VERSION)
+        {
             Plan::error(ResponseCode::BADVERS)
         } else if request.metadata.op_code != OpCode::Query {
             Plan::error(ResponseCode::NotImp)
@@ -134,12 +138,20 @@ impl RequestHandler for DnsHandler {
             zone = self.zones.find(name);
             match &zone {
                 None => Plan::error(ResponseCode::Refused),
-                Some(_) if query.query_class() != DNSClass::IN && query.query_class() != DNSClass::ANY => {
+                Some(_)
+                    if query.query_class() != DNSClass::IN
+                        && query.query_class() != DNSClass::ANY =>
+                {
                     Plan::error(ResponseCode::Refused)
                 }
                 // Zone transfers are not offered (yet): RFC 5936 §2.2.1 allows refusing.
-                Some(_) if matches!(qtype, RecordType::AXFR | RecordType::IXFR) => Plan::error(ResponseCode::Refused),
-                Some(_) if matches!(qtype, RecordType::OPT) || u16::from(qtype) >= 128 && u16::from(qtype) < 255 => {
+                Some(_) if matches!(qtype, RecordType::AXFR | RecordType::IXFR) => {
+                    Plan::error(ResponseCode::Refused)
+                }
+                Some(_)
+                    if matches!(qtype, RecordType::OPT)
+                        || u16::from(qtype) >= 128 && u16::from(qtype) < 255 =>
+                {
                     // Meta-types other than ANY/AXFR/IXFR are not queryable (RFC 6895 §3.1).
                     Plan::error(ResponseCode::FormErr)
                 }
@@ -179,7 +191,9 @@ impl RequestHandler for DnsHandler {
         // Truncation: keep the largest prefix of whole entries (an SRV record together with its
         // target's address) that fits, and set TC if anything was left out.
         let mut keep = plan.entries.len();
-        if encoded_len(request, response_edns.as_ref(), metadata, &plan, keep).is_some_and(|n| n > limit) {
+        if encoded_len(request, response_edns.as_ref(), metadata, &plan, keep)
+            .is_some_and(|n| n > limit)
+        {
             let (mut lo, mut hi) = (0usize, keep);
             while lo < hi {
                 let mid = (lo + hi).div_ceil(2);
@@ -196,7 +210,7 @@ impl RequestHandler for DnsHandler {
         let response = MessageResponseBuilder::new(&request.queries, response_edns.as_ref()).build(
             metadata,
             entries.iter().map(|e| e.record),
-            plan.authority.into_iter(),
+            plan.authority,
             std::iter::empty(),
             entries.iter().flat_map(|e| e.glue()),
         );

@@ -52,11 +52,13 @@ pub async fn serve(
             addr: *addr,
             source,
         })?;
-        let socket = UdpSocket::bind(tcp_addr).await.map_err(|source| BindError {
-            proto: "UDP",
-            addr: tcp_addr,
-            source,
-        })?;
+        let socket = UdpSocket::bind(tcp_addr)
+            .await
+            .map_err(|source| BindError {
+                proto: "UDP",
+                addr: tcp_addr,
+                source,
+            })?;
         let udp_addr = socket.local_addr().map_err(|source| BindError {
             proto: "UDP",
             addr: tcp_addr,

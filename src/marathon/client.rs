@@ -88,14 +88,20 @@ pub struct ClientConfig {
 /// Parse a configured Marathon URL. User info in it becomes basic auth and is removed from the
 /// URL so it can be logged.
 pub fn parse_url(raw: &str) -> Result<(Url, Option<Auth>), ClientError> {
-    let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("http://{raw}") };
+    let with_scheme = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("http://{raw}")
+    };
     let mut url = Url::parse(&with_scheme).map_err(|_| ClientError::BadUrl(redact(raw)))?;
     let auth = (!url.username().is_empty()).then(|| Auth::Basic {
         user: url.username().to_string(),
         password: url.password().unwrap_or_default().to_string(),
     });
-    url.set_username("").map_err(|()| ClientError::BadUrl(redact(raw)))?;
-    url.set_password(None).map_err(|()| ClientError::BadUrl(redact(raw)))?;
+    url.set_username("")
+        .map_err(|()| ClientError::BadUrl(redact(raw)))?;
+    url.set_password(None)
+        .map_err(|()| ClientError::BadUrl(redact(raw)))?;
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
         url.set_path(&path);
@@ -141,7 +147,10 @@ impl MarathonClient {
     async fn get(&self, url: Url) -> Result<String, ClientError> {
         let mut url = url;
         for _ in 0..=MAX_REDIRECTS {
-            let mut req = self.http.get(url.clone()).header(header::ACCEPT, "application/json");
+            let mut req = self
+                .http
+                .get(url.clone())
+                .header(header::ACCEPT, "application/json");
             if let Some(auth) = &self.cfg.auth {
                 req = req.header(header::AUTHORIZATION, auth.header_value());
             }
@@ -161,11 +170,19 @@ impl MarathonClient {
                         url = next;
                         continue;
                     }
-                    None => return Err(ClientError::Status { url: url.to_string(), status }),
+                    None => {
+                        return Err(ClientError::Status {
+                            url: url.to_string(),
+                            status,
+                        });
+                    }
                 }
             }
             if !status.is_success() {
-                return Err(ClientError::Status { url: url.to_string(), status });
+                return Err(ClientError::Status {
+                    url: url.to_string(),
+                    status,
+                });
             }
             return resp.text().await.map_err(|source| ClientError::Http {
                 url: url.to_string(),
@@ -179,7 +196,8 @@ impl MarathonClient {
     }
 
     fn join(base: &Url, path: &str) -> Result<Url, ClientError> {
-        base.join(path).map_err(|_| ClientError::BadUrl(path.to_string()))
+        base.join(path)
+            .map_err(|_| ClientError::BadUrl(path.to_string()))
     }
 
     /// The leader's base URL, or, without leader lookup, the configured URLs in order.
@@ -193,7 +211,9 @@ impl MarathonClient {
             return self.cfg.urls.clone();
         }
         for base in &self.cfg.urls {
-            let Ok(url) = Self::join(base, "v2/leader") else { continue };
+            let Ok(url) = Self::join(base, "v2/leader") else {
+                continue;
+            };
             let leader = match self.get(url).await {
                 Ok(body) => match convert::leader_response(&body) {
                     Ok(l) => l,
@@ -208,7 +228,10 @@ impl MarathonClient {
                 }
             };
             let configured = self.cfg.urls.iter().find(|u| {
-                u.host_str().zip(u.port_or_known_default()).map(|(h, p)| format!("{h}:{p}")) == Some(leader.clone())
+                u.host_str()
+                    .zip(u.port_or_known_default())
+                    .map(|(h, p)| format!("{h}:{p}"))
+                    == Some(leader.clone())
             });
             if let Some(u) = configured {
                 return vec![u.clone()];
@@ -235,10 +258,14 @@ impl MarathonClient {
     pub async fn app(&self, base: &Url, id: &str) -> Result<Option<App>, ClientError> {
         let url = Self::join(base, &format!("v2/apps{id}?embed=app.tasks"))?;
         match self.get(url.clone()).await {
-            Ok(body) => convert::app_response(&body).map(Some).map_err(|source| ClientError::Decode {
-                url: url.to_string(),
-                source,
-            }),
+            Ok(body) => {
+                convert::app_response(&body)
+                    .map(Some)
+                    .map_err(|source| ClientError::Decode {
+                        url: url.to_string(),
+                        source,
+                    })
+            }
             Err(ClientError::Status { status, .. }) if status == StatusCode::NOT_FOUND => Ok(None),
             Err(e) => Err(e),
         }
@@ -262,7 +289,10 @@ mod tests {
 
     #[test]
     fn header_values() {
-        assert_eq!(Auth::basic("a:b").expect("basic").header_value(), "Basic YTpi");
+        assert_eq!(
+            Auth::basic("a:b").expect("basic").header_value(),
+            "Basic YTpi"
+        );
         assert_eq!(Auth::Token("xyz\n".into()).header_value(), "token=xyz");
         assert!(!format!("{:?}", Auth::Token("xyz".into())).contains("xyz"));
     }

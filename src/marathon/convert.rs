@@ -366,8 +366,8 @@ mod tests {
             let data = std::fs::read_to_string(&path).expect("read");
             let v: serde_json::Value = serde_json::from_str(&data).expect("fixture is JSON");
             let ty = v["eventType"].as_str().expect("eventType");
-            let decoded = decode_event(ty, &data)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let decoded =
+                decode_event(ty, &data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_ne!(decoded, Decoded::Unknown, "{}", path.display());
             n += 1;
         }
@@ -399,7 +399,10 @@ mod tests {
         ] {
             let d = decode_event("health_status_changed_event", &read(f)).expect("decodes");
             assert!(
-                matches!(d, Decoded::Apply(ClusterEvent::TaskHealth { alive: Some(_), .. })),
+                matches!(
+                    d,
+                    Decoded::Apply(ClusterEvent::TaskHealth { alive: Some(_), .. })
+                ),
                 "{f}: {d:?}"
             );
         }
@@ -423,14 +426,18 @@ mod tests {
 
     #[test]
     fn bridge_app_uses_host_ports_not_bridge_ip() {
-        let (apps, skipped) =
-            apps_response(&read("marathon-lb/v2-apps-embed-tasks-1.5-bridge-named-port.json"))
-                .expect("parses");
+        let (apps, skipped) = apps_response(&read(
+            "marathon-lb/v2-apps-embed-tasks-1.5-bridge-named-port.json",
+        ))
+        .expect("parses");
         assert!(skipped.is_empty());
         let a = &apps[0];
         assert_eq!(a.network, Network::Bridge);
         assert_eq!(a.ports[0].name.as_deref(), Some("test"));
-        assert_eq!(a.tasks.values().next().map(|t| t.host_ports.clone()), Some(vec![1565]));
+        assert_eq!(
+            a.tasks.values().next().map(|t| t.host_ports.clone()),
+            Some(vec![1565])
+        );
     }
 
     #[test]
@@ -444,10 +451,11 @@ mod tests {
             let (apps, skipped) = apps_response(&read(f)).expect(f);
             assert!(!apps.is_empty() && skipped.is_empty(), "{f}");
         }
-        let pre15 =
-            apps_response(&read("marathon-lb/v2-apps-embed-tasks-pre1.5-bridge-hc-results.json"))
-                .expect("parses")
-                .0;
+        let pre15 = apps_response(&read(
+            "marathon-lb/v2-apps-embed-tasks-pre1.5-bridge-hc-results.json",
+        ))
+        .expect("parses")
+        .0;
         assert!(pre15.iter().all(|a| a.network == Network::Bridge));
         assert!(
             pre15
@@ -464,10 +472,22 @@ mod tests {
     #[test]
     fn definitions_parse_with_the_right_network() {
         let cases = [
-            ("definitions/app-container-network-ipv6-1.5-syntax.json", Network::Container),
-            ("definitions/app-ip-per-task-discovery-1.4-syntax.json", Network::Container),
-            ("definitions/app-host-named-port-health-readiness.json", Network::Host),
-            ("definitions/app-bridge-fixed-hostport-1.4-syntax.json", Network::Bridge),
+            (
+                "definitions/app-container-network-ipv6-1.5-syntax.json",
+                Network::Container,
+            ),
+            (
+                "definitions/app-ip-per-task-discovery-1.4-syntax.json",
+                Network::Container,
+            ),
+            (
+                "definitions/app-host-named-port-health-readiness.json",
+                Network::Host,
+            ),
+            (
+                "definitions/app-bridge-fixed-hostport-1.4-syntax.json",
+                Network::Bridge,
+            ),
             ("rest/v2-app-definition-full.json", Network::Container),
         ];
         for (f, net) in cases {
@@ -476,9 +496,10 @@ mod tests {
             assert_eq!(a.network, net, "{f}");
             assert!(!a.ports.is_empty(), "{f}");
         }
-        let w: WireApp =
-            serde_json::from_str(&read("definitions/app-ip-per-task-discovery-1.4-syntax.json"))
-                .expect("parses");
+        let w: WireApp = serde_json::from_str(&read(
+            "definitions/app-ip-per-task-discovery-1.4-syntax.json",
+        ))
+        .expect("parses");
         assert!(app(&w).ports.iter().all(|p| !p.consumes_host_port));
     }
 }

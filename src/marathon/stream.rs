@@ -104,7 +104,10 @@ pub async fn run(
         match ended {
             Ended::Redirect(url) if redirects < 3 => {
                 redirects += 1;
-                info!("Marathon standby redirected the event stream to {}", base_of(&url));
+                info!(
+                    "Marathon standby redirected the event stream to {}",
+                    base_of(&url)
+                );
                 next = Some(url);
                 continue;
             }
@@ -163,7 +166,11 @@ async fn connect_once(
                 info!("event stream connected to {base}");
                 status.set_stream_connected(true);
                 *backoff = BACKOFF_MIN;
-                if tx.send(StreamMessage::Connected(base.clone())).await.is_err() {
+                if tx
+                    .send(StreamMessage::Connected(base.clone()))
+                    .await
+                    .is_err()
+                {
                     return Ended::Failed;
                 }
             }
@@ -188,11 +195,18 @@ async fn connect_once(
             }
             Ok(SSE::Comment(_)) => {}
             Err(SseError::UnexpectedResponse(resp, _)) if (300..400).contains(&resp.status()) => {
-                let location = resp.get_header_value("location").ok().flatten().and_then(|l| url.join(l).ok());
+                let location = resp
+                    .get_header_value("location")
+                    .ok()
+                    .flatten()
+                    .and_then(|l| url.join(l).ok());
                 return match location {
                     Some(l) => Ended::Redirect(l),
                     None => {
-                        warn!("{base} answered {} without a Location header", resp.status());
+                        warn!(
+                            "{base} answered {} without a Location header",
+                            resp.status()
+                        );
                         Ended::Failed
                     }
                 };
@@ -222,7 +236,10 @@ mod tests {
     fn urls() {
         let base = Url::parse("http://m1:8080/marathon/").expect("url");
         let ev = events_url(&base).expect("events url");
-        assert!(ev.as_str().starts_with("http://m1:8080/marathon/v2/events?plan-format=light&event_type="));
+        assert!(
+            ev.as_str()
+                .starts_with("http://m1:8080/marathon/v2/events?plan-format=light&event_type=")
+        );
         assert_eq!(base_of(&ev), base);
     }
 }

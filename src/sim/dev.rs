@@ -18,7 +18,11 @@ pub fn populate(sim: &Simulator) {
             vec![SimPort::tcp(Some("http"), 0), SimPort::tcp(None, 0)],
         )
         .with_health_checks(1),
-        SimApp::new("/prod/api", SimNetwork::Bridge, vec![SimPort::tcp(Some("api"), 8080)]),
+        SimApp::new(
+            "/prod/api",
+            SimNetwork::Bridge,
+            vec![SimPort::tcp(Some("api"), 8080)],
+        ),
         SimApp::new(
             "/infra/syslog",
             SimNetwork::Host,
@@ -44,10 +48,10 @@ pub fn populate(sim: &Simulator) {
 fn start(sim: &Simulator, app_id: &str, i: usize, healthy: bool) {
     let agent = AGENTS[i % AGENTS.len()];
     let ip: IpAddr = IpAddr::from([10, 200, 0, (i % 250) as u8 + 10]);
-    if let Some(task) = sim.start_task(app_id, agent, &[ip]) {
-        if healthy {
-            sim.set_health(&task, true);
-        }
+    if let Some(task) = sim.start_task(app_id, agent, &[ip])
+        && healthy
+    {
+        sim.set_health(&task, true);
     }
 }
 

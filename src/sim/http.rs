@@ -105,13 +105,23 @@ async fn read_request(stream: &mut TcpStream) -> Option<Req> {
     })
 }
 
-async fn respond(stream: &mut TcpStream, node: &Node, status: u16, reason: &str, body: &Value, extra: &[(&str, String)]) {
+async fn respond(
+    stream: &mut TcpStream,
+    node: &Node,
+    status: u16,
+    reason: &str,
+    body: &Value,
+    extra: &[(&str, String)],
+) {
     let body = body.to_string();
     let mut head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
-    let leader = node.leader.clone().unwrap_or_else(|| format!("http://{}", node.addr));
+    let leader = node
+        .leader
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", node.addr));
     head.push_str(&format!("X-Marathon-Leader: {leader}\r\n"));
     for (k, v) in extra {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -123,15 +133,25 @@ async fn respond(stream: &mut TcpStream, node: &Node, status: u16, reason: &str,
 }
 
 async fn handle(mut stream: TcpStream, node: Arc<Node>) {
-    let Some(req) = read_request(&mut stream).await else { return };
+    let Some(req) = read_request(&mut stream).await else {
+        return;
+    };
     *lock(&node.requests).entry(req.path.clone()).or_default() += 1;
     let behaviour = lock(&node.behaviour).clone();
-    if let Some(expected) = &behaviour.auth {
-        if req.header("Authorization") != Some(expected.as_str()) {
-            let body = json!({"message": "Unauthorized"});
-            respond(&mut stream, &node, 401, "Unauthorized", &body, &[("WWW-Authenticate", "Basic realm=\"Mesosphere\"".into())]).await;
-            return;
-        }
+    if let Some(expected) = &behaviour.auth
+        && req.header("Authorization") != Some(expected.as_str())
+    {
+        let body = json!({"message": "Unauthorized"});
+        respond(
+            &mut stream,
+            &node,
+            401,
+            "Unauthorized",
+            &body,
+            &[("WWW-Authenticate", "Basic realm=\"Mesosphere\"".into())],
+        )
+        .await;
+        return;
     }
     if req.path == "/v2/events" {
         return events(stream, &node, &req).await;
@@ -151,19 +171,29 @@ async fn handle(mut stream: TcpStream, node: Arc<Node>) {
         .unwrap_or_else(|| format!("http://{}", node.addr))
         .trim_start_matches("http://")
         .to_string();
-    let embed_tasks = req.query.iter().any(|(k, v)| k == "embed" && v.ends_with("tasks"));
+    let embed_tasks = req
+        .query
+        .iter()
+        .any(|(k, v)| k == "embed" && v.ends_with("tasks"));
     let (status, body) = {
         let cluster = lock(&node.shared.cluster);
         let app_json = |app: &super::SimApp| {
             if embed_tasks {
-                let tasks: Vec<&super::SimTask> = cluster.tasks.values().filter(|t| t.app_id == app.id).collect();
+                let tasks: Vec<&super::SimTask> = cluster
+                    .tasks
+                    .values()
+                    .filter(|t| t.app_id == app.id)
+                    .collect();
                 app.with_tasks_json(&tasks)
             } else {
                 app.definition_json()
             }
         };
         match req.path.as_str() {
-            "/v2/leader" if behaviour.leader_unknown => (503, json!({"message": "Could not determine the current leader"})),
+            "/v2/leader" if behaviour.leader_unknown => (
+                503,
+                json!({"message": "Could not determine the current leader"}),
+            ),
             "/v2/leader" => (200, json!({"leader": leader_host})),
             "/ping" => (200, json!("pong")),
             "/v2/info" => (
@@ -174,7 +204,10 @@ async fn handle(mut stream: TcpStream, node: Arc<Node>) {
                        "zookeeper_config": {"zk": "zk://localhost:2181/marathon"},
                        "http_config": {"http_port": node.addr.port(), "https_port": 8443}}),
             ),
-            "/v2/apps" => (200, json!({"apps": cluster.apps.values().map(app_json).collect::<Vec<_>>()})),
+            "/v2/apps" => (
+                200,
+                json!({"apps": cluster.apps.values().map(app_json).collect::<Vec<_>>()}),
+            ),
             "/v2/tasks" => (
                 200,
                 json!({"tasks": cluster.tasks.values().filter_map(|t| cluster.apps.get(&t.app_id).map(|a| t.to_json(a))).collect::<Vec<_>>()}),
@@ -191,7 +224,10 @@ async fn handle(mut stream: TcpStream, node: Arc<Node>) {
                         json!({"tasks": cluster.tasks.values().filter(|t| t.app_id == app.id).map(|t| t.to_json(app)).collect::<Vec<_>>()}),
                     ),
                     Some(app) => (200, json!({"app": app_json(app)})),
-                    None => (404, json!({"message": format!("App '{id}' does not exist")})),
+                    None => (
+                        404,
+                        json!({"message": format!("App '{id}' does not exist")}),
+                    ),
                 }
             }
             _ => (404, json!({"message": "not found"})),
@@ -213,10 +249,23 @@ async fn events(mut stream: TcpStream, node: &Node, req: &Req) {
         let query: Vec<String> = req.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let location = format!("{leader}/v2/events?{}", query.join("&"));
         let body = json!({});
-        respond(&mut stream, node, 302, "Found", &body, &[("Location", location)]).await;
+        respond(
+            &mut stream,
+            node,
+            302,
+            "Found",
+            &body,
+            &[("Location", location)],
+        )
+        .await;
         return;
     }
-    let filter: Vec<&str> = req.query.iter().filter(|(k, _)| k == "event_type").map(|(_, v)| v.as_str()).collect();
+    let filter: Vec<&str> = req
+        .query
+        .iter()
+        .filter(|(k, _)| k == "event_type")
+        .map(|(_, v)| v.as_str())
+        .collect();
     let mut rx = node.shared.events.subscribe();
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream;charset=utf-8\r\nConnection: close\r\n\

@@ -21,7 +21,10 @@ pub use model::{SimApp, SimNetwork, SimPort, SimTask};
 /// What the SSE connections are told.
 #[derive(Debug, Clone)]
 pub(crate) enum Broadcast {
-    Event { event_type: String, data: String },
+    Event {
+        event_type: String,
+        data: String,
+    },
     /// Close every open stream.
     Close,
 }
@@ -84,7 +87,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Simulator {
     /// Start a leader on `127.0.0.1:0`.
     pub async fn start() -> std::io::Result<Self> {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), Duration::from_secs(10)).await
+        Self::start_on(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Duration::from_secs(10),
+        )
+        .await
     }
 
     /// Start a leader on `addr` with the given SSE heartbeat period (Marathon: 10 s).
@@ -164,7 +171,10 @@ impl Simulator {
 
     /// Lose events: state changes still happen but no event is sent.
     pub fn suppress_events(&self, on: bool) {
-        self.node.shared.suppress_events.store(on, Ordering::Release);
+        self.node
+            .shared
+            .suppress_events
+            .store(on, Ordering::Release);
     }
 
     /// Answer every REST call with this HTTP status (e.g. 503), or serve normally (`None`).
@@ -208,7 +218,9 @@ impl Simulator {
     /// Define an app (as `POST /v2/apps` would): emits `api_post_event`.
     pub fn add_app(&self, app: SimApp) {
         let def = app.definition_json();
-        lock(&self.node.shared.cluster).apps.insert(app.id.clone(), app.clone());
+        lock(&self.node.shared.cluster)
+            .apps
+            .insert(app.id.clone(), app.clone());
         self.emit(
             "api_post_event",
             json!({"clientIp": "127.0.0.1", "uri": format!("/v2/apps{}", app.id), "appDefinition": def,
@@ -280,7 +292,9 @@ impl Simulator {
             let task = cluster.tasks.remove(task_id);
             task.and_then(|t| cluster.apps.get(&t.app_id).cloned().map(|a| (t, a)))
         };
-        let Some((mut task, app)) = removed else { return false };
+        let Some((mut task, app)) = removed else {
+            return false;
+        };
         task.state = "TASK_KILLED".into();
         self.emit("status_update_event", task.status_event(&app));
         true
@@ -292,8 +306,13 @@ impl Simulator {
         let changed = {
             let mut guard = lock(&self.node.shared.cluster);
             let cluster = &mut *guard;
-            let Some(task) = cluster.tasks.get_mut(task_id) else { return false };
-            let checks = cluster.apps.get(&task.app_id).map_or(1, |a| a.health_checks.max(1));
+            let Some(task) = cluster.tasks.get_mut(task_id) else {
+                return false;
+            };
+            let checks = cluster
+                .apps
+                .get(&task.app_id)
+                .map_or(1, |a| a.health_checks.max(1));
             let before = task.health.clone();
             task.health = vec![alive; checks];
             (before != task.health).then(|| (task.app_id.clone(), task.instance_id.clone()))
@@ -320,6 +339,10 @@ impl Simulator {
 
     /// Every app id.
     pub fn app_ids(&self) -> Vec<String> {
-        lock(&self.node.shared.cluster).apps.keys().cloned().collect()
+        lock(&self.node.shared.cluster)
+            .apps
+            .keys()
+            .cloned()
+            .collect()
     }
 }

@@ -206,12 +206,20 @@ impl SimApp {
     pub fn with_tasks_json(&self, tasks: &[&SimTask]) -> Value {
         let mut app = self.definition_json();
         let running = tasks.iter().filter(|t| t.state == "TASK_RUNNING").count();
-        let healthy = tasks.iter().filter(|t| !t.health.is_empty() && t.health.iter().all(|h| *h)).count();
+        let healthy = tasks
+            .iter()
+            .filter(|t| !t.health.is_empty() && t.health.iter().all(|h| *h))
+            .count();
         app["instances"] = json!(tasks.len());
         app["tasksStaged"] = json!(0);
         app["tasksRunning"] = json!(running);
         app["tasksHealthy"] = json!(healthy);
-        app["tasksUnhealthy"] = json!(tasks.iter().filter(|t| t.health.iter().any(|h| !*h)).count());
+        app["tasksUnhealthy"] = json!(
+            tasks
+                .iter()
+                .filter(|t| t.health.iter().any(|h| !*h))
+                .count()
+        );
         app["deployments"] = json!([]);
         app["tasks"] = Value::Array(tasks.iter().map(|t| t.to_json(self)).collect());
         app

@@ -35,7 +35,11 @@ pub struct SoaTemplate {
 impl SoaTemplate {
     /// A default for a zone without a zone file.
     pub fn default_for(origin: &Name) -> Self {
-        let child = |l: &str| Name::from_str(l).and_then(|n| n.append_domain(origin)).unwrap_or_else(|_| origin.clone());
+        let child = |l: &str| {
+            Name::from_str(l)
+                .and_then(|n| n.append_domain(origin))
+                .unwrap_or_else(|_| origin.clone())
+        };
         Self {
             ttl: 60,
             mname: child("ns1"),
@@ -74,12 +78,22 @@ pub enum Warning {
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NameTooLong { app_id } => write!(f, "app {app_id} skipped: its DNS name would exceed 253 octets"),
+            Self::NameTooLong { app_id } => write!(
+                f,
+                "app {app_id} skipped: its DNS name would exceed 253 octets"
+            ),
             Self::NameCollision { name, apps } => {
-                write!(f, "apps {} all map to {name}: their records are merged", apps.join(", "))
+                write!(
+                    f,
+                    "apps {} all map to {name}: their records are merged",
+                    apps.join(", ")
+                )
             }
             Self::UnresolvedHost { app_id, host } => {
-                write!(f, "tasks of {app_id} on agent {host:?} skipped: the host name does not resolve")
+                write!(
+                    f,
+                    "tasks of {app_id} on agent {host:?} skipped: the host name does not resolve"
+                )
             }
         }
     }
@@ -101,14 +115,22 @@ pub fn hosts_to_resolve(cluster: &Cluster, include_unhealthy: bool) -> BTreeSet<
         .apps
         .values()
         .filter(|a| a.network != Network::Container)
-        .flat_map(|a| a.tasks.values().filter(move |t| a.is_eligible(t, include_unhealthy)))
+        .flat_map(|a| {
+            a.tasks
+                .values()
+                .filter(move |t| a.is_eligible(t, include_unhealthy))
+        })
         .filter(|t| t.host.parse::<IpAddr>().is_err())
         .map(|t| t.host.clone())
         .collect()
 }
 
 /// Apply the naming rules to every app.
-pub fn generate(cluster: &Cluster, cfg: &ZoneConfig, resolved: &BTreeMap<String, Vec<IpAddr>>) -> Generated {
+pub fn generate(
+    cluster: &Cluster,
+    cfg: &ZoneConfig,
+    resolved: &BTreeMap<String, Vec<IpAddr>>,
+) -> Generated {
     let zone = cfg.origin.to_ascii();
     let mut out = Generated::default();
 
@@ -119,12 +141,17 @@ pub fn generate(cluster: &Cluster, cfg: &ZoneConfig, resolved: &BTreeMap<String,
     for app in cluster.apps.values() {
         let labels = naming::app_labels(&app.id);
         let Some(name) = naming::join(&labels, &zone) else {
-            out.warnings.insert(Warning::NameTooLong { app_id: app.id.clone() });
+            out.warnings.insert(Warning::NameTooLong {
+                app_id: app.id.clone(),
+            });
             continue;
         };
         for i in 0..labels.len() {
             if let Some(parent) = naming::join(&labels[i + 1..], &zone) {
-                children.entry(parent.to_ascii_lowercase()).or_default().insert(labels[i].clone());
+                children
+                    .entry(parent.to_ascii_lowercase())
+                    .or_default()
+                    .insert(labels[i].clone());
             }
         }
         by_name.entry(name).or_default().push(app);
@@ -137,7 +164,10 @@ pub fn generate(cluster: &Cluster, cfg: &ZoneConfig, resolved: &BTreeMap<String,
                 apps: apps.iter().map(|a| a.id.clone()).collect(),
             });
         }
-        let reserved = children.get(&name.to_ascii_lowercase()).cloned().unwrap_or_default();
+        let reserved = children
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default();
         for app in apps {
             app_records(app, name, &zone, cfg, &reserved, resolved, &mut out);
         }
@@ -173,8 +203,14 @@ fn srv_owners(app: &App, name: &str, zone: &str) -> Vec<Vec<(crate::cluster::Pro
                     owners.push((*proto, naming::app_srv_name(&app.id, proto.label(), zone)));
                 }
                 match spec.name.as_deref() {
-                    Some(n) if !n.is_empty() => owners.push((*proto, naming::port_srv_name(name, Some(n), index, proto.label()))),
-                    _ if !first => owners.push((*proto, naming::port_srv_name(name, None, index, proto.label()))),
+                    Some(n) if !n.is_empty() => owners.push((
+                        *proto,
+                        naming::port_srv_name(name, Some(n), index, proto.label()),
+                    )),
+                    _ if !first => owners.push((
+                        *proto,
+                        naming::port_srv_name(name, None, index, proto.label()),
+                    )),
                     _ => {}
                 }
             }
@@ -195,15 +231,22 @@ fn app_records(
     resolved: &BTreeMap<String, Vec<IpAddr>>,
     out: &mut Generated,
 ) {
-    let Some(app_name) = parse_name(name) else { return };
+    let Some(app_name) = parse_name(name) else {
+        return;
+    };
     let owners = srv_owners(app, name, zone);
     // A defined app's names exist even with no eligible task (NODATA, not NXDOMAIN): scaling
     // to zero is not deleting, and NXDOMAIN would deny the whole subtree (RFC 8020).
     out.names.push(app_name.clone());
-    out.names.extend(owners.iter().flatten().map(|(_, o)| o.clone()));
+    out.names
+        .extend(owners.iter().flatten().map(|(_, o)| o.clone()));
 
     let ttl = cfg.ttl;
-    let eligible: Vec<_> = app.tasks.values().filter(|t| app.is_eligible(t, cfg.include_unhealthy)).collect();
+    let eligible: Vec<_> = app
+        .tasks
+        .values()
+        .filter(|t| app.is_eligible(t, cfg.include_unhealthy))
+        .collect();
     let labels = naming::task_labels(eligible.iter().map(|t| t.id.as_str()), reserved);
 
     for (task, (_, label)) in eligible.iter().zip(&labels) {
@@ -226,7 +269,9 @@ fn app_records(
         if addresses.is_empty() {
             continue;
         }
-        let Some(task_name) = naming::join(std::slice::from_ref(label), name).and_then(|n| parse_name(&n)) else {
+        let Some(task_name) =
+            naming::join(std::slice::from_ref(label), name).and_then(|n| parse_name(&n))
+        else {
             continue;
         };
         for ip in &addresses {
@@ -237,7 +282,11 @@ fn app_records(
         // Marathon's alignment: ports that take a host port consume the task's list in order.
         let mut host_ports = task.host_ports.iter().copied();
         for (spec, port_owners) in app.ports.iter().zip(&owners) {
-            let host_port = if spec.consumes_host_port { host_ports.next() } else { None };
+            let host_port = if spec.consumes_host_port {
+                host_ports.next()
+            } else {
+                None
+            };
             let port = match app.network {
                 Network::Host | Network::Bridge => host_port,
                 Network::Container => spec.container_port.filter(|p| *p != 0).or(host_port),
@@ -255,7 +304,13 @@ fn app_records(
 }
 
 /// The Marathon zone: generated records, static records from its zone file and a SOA.
-pub fn snapshot(soa: &SoaTemplate, serial: u32, cfg: &ZoneConfig, generated: Generated, statics: &[Record]) -> ZoneSnapshot {
+pub fn snapshot(
+    soa: &SoaTemplate,
+    serial: u32,
+    cfg: &ZoneConfig,
+    generated: Generated,
+    statics: &[Record],
+) -> ZoneSnapshot {
     ZoneSnapshot::with_names(
         soa.record(&cfg.origin, serial, cfg.ttl),
         statics.iter().cloned().chain(generated.records),

@@ -7,7 +7,12 @@ use super::snapshot::ZoneSnapshot;
 /// The zone as a master file: `$ORIGIN`, then one fully qualified record per line, SOA first.
 pub fn master_file(zone: &ZoneSnapshot) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "; marathon-dns export of {} serial {}", zone.origin(), zone.serial());
+    let _ = writeln!(
+        out,
+        "; marathon-dns export of {} serial {}",
+        zone.origin(),
+        zone.serial()
+    );
     let _ = writeln!(out, "$ORIGIN {}", zone.origin());
     for record in zone.records() {
         let _ = writeln!(out, "{record}");

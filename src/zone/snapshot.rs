@@ -61,7 +61,11 @@ impl ZoneSnapshot {
     }
 
     /// Like [`Self::new`], plus names that exist without records of their own.
-    pub fn with_names(soa: Record, records: impl IntoIterator<Item = Record>, names: Vec<Name>) -> Self {
+    pub fn with_names(
+        soa: Record,
+        records: impl IntoIterator<Item = Record>,
+        names: Vec<Name>,
+    ) -> Self {
         let origin = soa.name.to_lowercase();
         let lower_origin = LowerName::new(&origin);
         let mut nodes: HashMap<LowerName, Node> = HashMap::new();
@@ -247,7 +251,15 @@ mod tests {
         let soa = Record::from_rdata(
             n("marathon.local."),
             60,
-            RData::SOA(SOA::new(n("ns1.marathon.local."), n("hostmaster.marathon.local."), 7, 60, 30, 3600, 5)),
+            RData::SOA(SOA::new(
+                n("ns1.marathon.local."),
+                n("hostmaster.marathon.local."),
+                7,
+                60,
+                30,
+                3600,
+                5,
+            )),
         );
         let t1 = n("aaaa1111.web.prod.marathon.local.");
         ZoneSnapshot::new(
@@ -267,13 +279,22 @@ mod tests {
     #[test]
     fn nxdomain_nodata_and_empty_non_terminals() {
         let z = zone();
-        assert!(matches!(z.lookup(&ln("nope.marathon.local."), RecordType::A), Lookup::NxDomain));
+        assert!(matches!(
+            z.lookup(&ln("nope.marathon.local."), RecordType::A),
+            Lookup::NxDomain
+        ));
         assert!(matches!(
             z.lookup(&ln("below.nope.marathon.local."), RecordType::A),
             Lookup::NxDomain
         ));
-        assert!(matches!(z.lookup(&ln("prod.marathon.local."), RecordType::A), Lookup::NoData));
-        assert!(matches!(z.lookup(&ln("_tcp.prod.marathon.local."), RecordType::SRV), Lookup::NoData));
+        assert!(matches!(
+            z.lookup(&ln("prod.marathon.local."), RecordType::A),
+            Lookup::NoData
+        ));
+        assert!(matches!(
+            z.lookup(&ln("_tcp.prod.marathon.local."), RecordType::SRV),
+            Lookup::NoData
+        ));
         assert!(matches!(
             z.lookup(&ln("aaaa1111.web.prod.marathon.local."), RecordType::AAAA),
             Lookup::NoData
@@ -286,7 +307,9 @@ mod tests {
     #[test]
     fn srv_carries_glue_and_names_match_any_case() {
         let z = zone();
-        let Lookup::Answer(entries) = z.lookup(&ln("_WEB._tcp.Prod.marathon.LOCAL."), RecordType::SRV) else {
+        let Lookup::Answer(entries) =
+            z.lookup(&ln("_WEB._tcp.Prod.marathon.LOCAL."), RecordType::SRV)
+        else {
             panic!("no answer")
         };
         assert_eq!(entries.len(), 1);

@@ -47,6 +47,8 @@ impl ZoneStore {
 
     /// Every zone, Marathon first.
     pub fn all(&self) -> Vec<ZoneRef> {
-        std::iter::once(self.marathon()).chain(self.statics.iter().cloned()).collect()
+        std::iter::once(self.marathon())
+            .chain(self.statics.iter().cloned())
+            .collect()
     }
 }

@@ -17,7 +17,11 @@ pub enum ZoneFileError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: {message}")]
-    Parse { path: PathBuf, line: usize, message: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{path}: the zone {origin} has no SOA record")]
     NoSoa { path: PathBuf, origin: String },
 }
@@ -53,7 +57,10 @@ fn parse(text: &str, path: &Path, origin: Option<Name>) -> Result<Vec<Record>, S
     let (_, sets) = Parser::new(text, Some(path.to_path_buf()), origin)
         .parse()
         .map_err(|e| e.to_string())?;
-    Ok(sets.into_values().flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>()).collect())
+    Ok(sets
+        .into_values()
+        .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>())
+        .collect())
 }
 
 /// The origin implied by the file name (`marathon.local.zone` → `marathon.local.`), used when
@@ -96,7 +103,11 @@ pub fn load(path: &Path) -> Result<StaticZone, ZoneFileError> {
             });
         }
     };
-    let Some(soa) = records.iter().find(|r| r.record_type() == RecordType::SOA).cloned() else {
+    let Some(soa) = records
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .cloned()
+    else {
         return Err(ZoneFileError::NoSoa {
             path: path.to_path_buf(),
             origin: origin.map(|o| o.to_string()).unwrap_or_default(),
@@ -107,7 +118,10 @@ pub fn load(path: &Path) -> Result<StaticZone, ZoneFileError> {
         path: path.to_path_buf(),
         origin,
         soa,
-        records: records.into_iter().filter(|r| r.record_type() != RecordType::SOA).collect(),
+        records: records
+            .into_iter()
+            .filter(|r| r.record_type() != RecordType::SOA)
+            .collect(),
     })
 }
 
@@ -146,7 +160,10 @@ mod tests {
     fn shipped_zone_file_loads() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones");
         let zones = load_dir(&dir).expect("shipped zones load");
-        let z = zones.iter().find(|z| z.origin.to_ascii() == "marathon.local.").expect("marathon.local");
+        let z = zones
+            .iter()
+            .find(|z| z.origin.to_ascii() == "marathon.local.")
+            .expect("marathon.local");
         assert!(z.records.iter().any(|r| r.record_type() == RecordType::NS));
         assert!(z.records.iter().any(|r| r.record_type() == RecordType::A));
     }
@@ -167,7 +184,11 @@ mod tests {
     #[test]
     fn missing_soa_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let p = write(dir.path(), "x.test.zone", "$ORIGIN x.test.\n$TTL 5\nns1 IN A 10.0.0.1\n");
+        let p = write(
+            dir.path(),
+            "x.test.zone",
+            "$ORIGIN x.test.\n$TTL 5\nns1 IN A 10.0.0.1\n",
+        );
         assert!(matches!(load(&p), Err(ZoneFileError::NoSoa { .. })));
     }
 }

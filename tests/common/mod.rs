@@ -32,7 +32,9 @@ pub async fn start_against(sim: &Simulator, tweak: impl FnOnce(&mut Settings)) -
     let mut s = settings(vec![sim.url()]);
     tweak(&mut s);
     let running = server::start(s).await.expect("server starts");
-    tokio::time::timeout(TIMEOUT, running.wait_live()).await.expect("live in time");
+    tokio::time::timeout(TIMEOUT, running.wait_live())
+        .await
+        .expect("live in time");
     running
 }
 
@@ -62,13 +64,18 @@ pub async fn udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     sock.connect(server).await.expect("connect");
     sock.send(bytes).await.expect("send");
     let mut buf = vec![0u8; 65_535];
-    let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await.ok()?.ok()?;
+    let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
     buf.truncate(n);
     Some(buf)
 }
 
 pub async fn udp(server: SocketAddr, msg: &Message) -> Message {
-    let raw = udp_raw(server, &msg.to_vec().expect("encode")).await.expect("UDP reply");
+    let raw = udp_raw(server, &msg.to_vec().expect("encode"))
+        .await
+        .expect("UDP reply");
     let reply = Message::from_vec(&raw).expect("decodable reply");
     assert_eq!(reply.metadata.id, msg.metadata.id);
     reply
@@ -81,7 +88,10 @@ pub async fn tcp(server: SocketAddr, msg: &Message) -> Message {
     stream.write_all(&len.to_be_bytes()).await.expect("write");
     stream.write_all(&bytes).await.expect("write");
     let mut len = [0u8; 2];
-    tokio::time::timeout(TIMEOUT, stream.read_exact(&mut len)).await.expect("in time").expect("len");
+    tokio::time::timeout(TIMEOUT, stream.read_exact(&mut len))
+        .await
+        .expect("in time")
+        .expect("len");
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
     stream.read_exact(&mut buf).await.expect("body");
     Message::from_vec(&buf).expect("decodable reply")

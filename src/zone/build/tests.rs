@@ -53,7 +53,10 @@ fn zone_of(apps: Vec<App>, cfg: &ZoneConfig) -> (ZoneSnapshot, Generated) {
         apps: apps.into_iter().map(|a| (a.id.clone(), a)).collect(),
     };
     let mut resolved = BTreeMap::new();
-    resolved.insert("agent1.example".to_string(), vec![IpAddr::from([10, 0, 0, 99])]);
+    resolved.insert(
+        "agent1.example".to_string(),
+        vec![IpAddr::from([10, 0, 0, 99])],
+    );
     let generated = generate(&cluster, cfg, &resolved);
     let soa = SoaTemplate::default_for(&cfg.origin);
     let zone = snapshot(&soa, 1, cfg, generated.clone(), &[]);
@@ -79,45 +82,116 @@ fn host_app_a_srv_named_and_unnamed_ports() {
     let web = app(
         "/prod/web",
         Network::Host,
-        vec![port(Some("http"), &[Proto::Tcp]), port(None, &[Proto::Tcp]), port(Some("dns"), &[Proto::Udp, Proto::Tcp])],
-        vec![task(1, "10.0.0.1", &[31000, 31001, 31002]), task(2, "10.0.0.2", &[31010, 31011, 31012])],
+        vec![
+            port(Some("http"), &[Proto::Tcp]),
+            port(None, &[Proto::Tcp]),
+            port(Some("dns"), &[Proto::Udp, Proto::Tcp]),
+        ],
+        vec![
+            task(1, "10.0.0.1", &[31000, 31001, 31002]),
+            task(2, "10.0.0.2", &[31010, 31011, 31012]),
+        ],
     );
     let (zone, g) = zone_of(vec![web], &cfg);
     assert!(g.warnings.is_empty(), "{:?}", g.warnings);
-    assert_eq!(rdata(&zone, "web.prod.marathon.local.", RecordType::A), ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(
+        rdata(&zone, "web.prod.marathon.local.", RecordType::A),
+        ["10.0.0.1", "10.0.0.2"]
+    );
     // First port of each protocol under the short name.
     assert_eq!(
         rdata(&zone, "_web._tcp.prod.marathon.local.", RecordType::SRV),
-        ["0 1 31000 01000000.web.prod.marathon.local.", "0 1 31010 02000000.web.prod.marathon.local."]
+        [
+            "0 1 31000 01000000.web.prod.marathon.local.",
+            "0 1 31010 02000000.web.prod.marathon.local."
+        ]
     );
     assert_eq!(
         rdata(&zone, "_web._udp.prod.marathon.local.", RecordType::SRV),
-        ["0 1 31002 01000000.web.prod.marathon.local.", "0 1 31012 02000000.web.prod.marathon.local."]
+        [
+            "0 1 31002 01000000.web.prod.marathon.local.",
+            "0 1 31012 02000000.web.prod.marathon.local."
+        ]
     );
     // Named ports below the app name, each protocol.
-    assert_eq!(rdata(&zone, "_http._tcp.web.prod.marathon.local.", RecordType::SRV).len(), 2);
-    assert_eq!(rdata(&zone, "_dns._udp.web.prod.marathon.local.", RecordType::SRV).len(), 2);
-    assert_eq!(rdata(&zone, "_dns._tcp.web.prod.marathon.local.", RecordType::SRV).len(), 2);
+    assert_eq!(
+        rdata(
+            &zone,
+            "_http._tcp.web.prod.marathon.local.",
+            RecordType::SRV
+        )
+        .len(),
+        2
+    );
+    assert_eq!(
+        rdata(&zone, "_dns._udp.web.prod.marathon.local.", RecordType::SRV).len(),
+        2
+    );
+    assert_eq!(
+        rdata(&zone, "_dns._tcp.web.prod.marathon.local.", RecordType::SRV).len(),
+        2
+    );
     // Unnamed further port by index.
     assert_eq!(
-        rdata(&zone, "_port1._tcp.web.prod.marathon.local.", RecordType::SRV),
-        ["0 1 31001 01000000.web.prod.marathon.local.", "0 1 31011 02000000.web.prod.marathon.local."]
+        rdata(
+            &zone,
+            "_port1._tcp.web.prod.marathon.local.",
+            RecordType::SRV
+        ),
+        [
+            "0 1 31001 01000000.web.prod.marathon.local.",
+            "0 1 31011 02000000.web.prod.marathon.local."
+        ]
     );
     // Task names resolve; the group is an empty non-terminal.
-    assert_eq!(rdata(&zone, "01000000.web.prod.marathon.local.", RecordType::A), ["10.0.0.1"]);
-    assert_eq!(rdata(&zone, "prod.marathon.local.", RecordType::A), ["NODATA"]);
-    assert_eq!(rdata(&zone, "_port0._tcp.web.prod.marathon.local.", RecordType::SRV), ["NXDOMAIN"]);
+    assert_eq!(
+        rdata(&zone, "01000000.web.prod.marathon.local.", RecordType::A),
+        ["10.0.0.1"]
+    );
+    assert_eq!(
+        rdata(&zone, "prod.marathon.local.", RecordType::A),
+        ["NODATA"]
+    );
+    assert_eq!(
+        rdata(
+            &zone,
+            "_port0._tcp.web.prod.marathon.local.",
+            RecordType::SRV
+        ),
+        ["NXDOMAIN"]
+    );
 }
 
 #[test]
 fn defined_app_without_tasks_is_nodata_not_nxdomain() {
     let cfg = cfg();
-    let idle = app("/prod/idle", Network::Host, vec![port(Some("http"), &[Proto::Tcp])], vec![]);
+    let idle = app(
+        "/prod/idle",
+        Network::Host,
+        vec![port(Some("http"), &[Proto::Tcp])],
+        vec![],
+    );
     let (zone, _) = zone_of(vec![idle], &cfg);
-    assert_eq!(rdata(&zone, "idle.prod.marathon.local.", RecordType::A), ["NODATA"]);
-    assert_eq!(rdata(&zone, "_idle._tcp.prod.marathon.local.", RecordType::SRV), ["NODATA"]);
-    assert_eq!(rdata(&zone, "_http._tcp.idle.prod.marathon.local.", RecordType::SRV), ["NODATA"]);
-    assert_eq!(rdata(&zone, "x.idle.prod.marathon.local.", RecordType::A), ["NXDOMAIN"]);
+    assert_eq!(
+        rdata(&zone, "idle.prod.marathon.local.", RecordType::A),
+        ["NODATA"]
+    );
+    assert_eq!(
+        rdata(&zone, "_idle._tcp.prod.marathon.local.", RecordType::SRV),
+        ["NODATA"]
+    );
+    assert_eq!(
+        rdata(
+            &zone,
+            "_http._tcp.idle.prod.marathon.local.",
+            RecordType::SRV
+        ),
+        ["NODATA"]
+    );
+    assert_eq!(
+        rdata(&zone, "x.idle.prod.marathon.local.", RecordType::A),
+        ["NXDOMAIN"]
+    );
 }
 
 #[test]
@@ -133,8 +207,14 @@ fn bridge_publishes_agent_and_host_port_never_the_bridge_ip() {
         vec![task(1, "10.0.0.1", &[31555])],
     );
     let (zone, _) = zone_of(vec![api], &cfg);
-    assert_eq!(rdata(&zone, "api.marathon.local.", RecordType::A), ["10.0.0.1"]);
-    assert_eq!(rdata(&zone, "_api._tcp.marathon.local.", RecordType::SRV), ["0 1 31555 01000000.api.marathon.local."]);
+    assert_eq!(
+        rdata(&zone, "api.marathon.local.", RecordType::A),
+        ["10.0.0.1"]
+    );
+    assert_eq!(
+        rdata(&zone, "_api._tcp.marathon.local.", RecordType::SRV),
+        ["0 1 31555 01000000.api.marathon.local."]
+    );
     let export = crate::zone::export::master_file(&zone);
     assert!(!export.contains("172.17."), "bridge IP leaked:\n{export}");
 }
@@ -143,7 +223,10 @@ fn bridge_publishes_agent_and_host_port_never_the_bridge_ip() {
 fn container_network_uses_task_ips_and_container_ports_ipv6_too() {
     let cfg = cfg();
     let mut t = task(1, "10.0.0.1", &[]);
-    t.ip_addresses = vec![IpAddr::from_str("fd00::1").expect("ip"), IpAddr::from([10, 9, 0, 1])];
+    t.ip_addresses = vec![
+        IpAddr::from_str("fd00::1").expect("ip"),
+        IpAddr::from([10, 9, 0, 1]),
+    ];
     let db = app(
         "/db/cache",
         Network::Container,
@@ -155,15 +238,27 @@ fn container_network_uses_task_ips_and_container_ports_ipv6_too() {
         vec![t],
     );
     let (zone, _) = zone_of(vec![db], &cfg);
-    assert_eq!(rdata(&zone, "cache.db.marathon.local.", RecordType::A), ["10.9.0.1"]);
-    assert_eq!(rdata(&zone, "cache.db.marathon.local.", RecordType::AAAA), ["fd00::1"]);
     assert_eq!(
-        rdata(&zone, "_redis._tcp.cache.db.marathon.local.", RecordType::SRV),
+        rdata(&zone, "cache.db.marathon.local.", RecordType::A),
+        ["10.9.0.1"]
+    );
+    assert_eq!(
+        rdata(&zone, "cache.db.marathon.local.", RecordType::AAAA),
+        ["fd00::1"]
+    );
+    assert_eq!(
+        rdata(
+            &zone,
+            "_redis._tcp.cache.db.marathon.local.",
+            RecordType::SRV
+        ),
         ["0 1 6379 01000000.cache.db.marathon.local."]
     );
     // Glue prefers A for a dual-stack target (HAProxy ignores resolve-prefer there).
     let name = LowerName::new(&Name::from_str("_cache._tcp.db.marathon.local.").expect("name"));
-    let Lookup::Answer(entries) = zone.lookup(&name, RecordType::SRV) else { panic!() };
+    let Lookup::Answer(entries) = zone.lookup(&name, RecordType::SRV) else {
+        panic!()
+    };
     let glue: Vec<_> = entries[0].glue().collect();
     assert_eq!(glue.len(), 1);
     assert_eq!(glue[0].record_type(), RecordType::A);
@@ -186,7 +281,9 @@ fn ipv6_only_target_gets_aaaa_glue() {
     );
     let (zone, _) = zone_of(vec![a], &cfg);
     let name = LowerName::new(&Name::from_str("_v6._tcp.marathon.local.").expect("name"));
-    let Lookup::Answer(entries) = zone.lookup(&name, RecordType::SRV) else { panic!() };
+    let Lookup::Answer(entries) = zone.lookup(&name, RecordType::SRV) else {
+        panic!()
+    };
     let glue: Vec<_> = entries[0].glue().collect();
     assert_eq!(glue[0].record_type(), RecordType::AAAA);
 }
@@ -201,43 +298,100 @@ fn health_rule_and_include_unhealthy() {
     let unknown = task(3, "10.0.0.3", &[31002]);
     let mut staging = task(4, "10.0.0.4", &[31003]);
     staging.state = TaskState::NotRunning("TASK_STAGING".into());
-    let mut a = app("/hc", Network::Host, vec![port(None, &[Proto::Tcp])], vec![healthy, sick, unknown, staging]);
+    let mut a = app(
+        "/hc",
+        Network::Host,
+        vec![port(None, &[Proto::Tcp])],
+        vec![healthy, sick, unknown, staging],
+    );
     a.health_checks = 2;
     let (zone, _) = zone_of(vec![a.clone()], &cfg);
-    assert_eq!(rdata(&zone, "hc.marathon.local.", RecordType::A), ["10.0.0.1"]);
+    assert_eq!(
+        rdata(&zone, "hc.marathon.local.", RecordType::A),
+        ["10.0.0.1"]
+    );
     cfg.include_unhealthy = true;
     let (zone, _) = zone_of(vec![a], &cfg);
-    assert_eq!(rdata(&zone, "hc.marathon.local.", RecordType::A), ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    assert_eq!(
+        rdata(&zone, "hc.marathon.local.", RecordType::A),
+        ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    );
 }
 
 #[test]
 fn dots_long_labels_too_long_names_and_collisions() {
     let cfg = cfg();
-    let dotted = app("/team/api.v2", Network::Host, vec![], vec![task(1, "10.0.0.1", &[])]);
+    let dotted = app(
+        "/team/api.v2",
+        Network::Host,
+        vec![],
+        vec![task(1, "10.0.0.1", &[])],
+    );
     let long_seg = "s".repeat(70);
-    let long = app(&format!("/{long_seg}"), Network::Host, vec![], vec![task(2, "10.0.0.2", &[])]);
+    let long = app(
+        &format!("/{long_seg}"),
+        Network::Host,
+        vec![],
+        vec![task(2, "10.0.0.2", &[])],
+    );
     let huge: String = (0..5).map(|_| format!("/{}", "h".repeat(60))).collect();
     let too_long = app(&huge, Network::Host, vec![], vec![task(3, "10.0.0.3", &[])]);
-    let a = app("/a/b.c", Network::Host, vec![], vec![task(4, "10.0.0.4", &[])]);
-    let b = app("/a/b-c", Network::Host, vec![], vec![task(5, "10.0.0.5", &[])]);
+    let a = app(
+        "/a/b.c",
+        Network::Host,
+        vec![],
+        vec![task(4, "10.0.0.4", &[])],
+    );
+    let b = app(
+        "/a/b-c",
+        Network::Host,
+        vec![],
+        vec![task(5, "10.0.0.5", &[])],
+    );
     let (zone, g) = zone_of(vec![dotted, long, too_long, a, b], &cfg);
-    assert_eq!(rdata(&zone, "api-v2.team.marathon.local.", RecordType::A), ["10.0.0.1"]);
+    assert_eq!(
+        rdata(&zone, "api-v2.team.marathon.local.", RecordType::A),
+        ["10.0.0.1"]
+    );
     let shortened = format!("{}.marathon.local.", crate::naming::label(&long_seg));
     assert_eq!(rdata(&zone, &shortened, RecordType::A), ["10.0.0.2"]);
     assert!(g.warnings.contains(&Warning::NameTooLong { app_id: huge }));
-    assert_eq!(rdata(&zone, "b-c.a.marathon.local.", RecordType::A), ["10.0.0.4", "10.0.0.5"], "merged");
-    assert!(g.warnings.iter().any(|w| matches!(w, Warning::NameCollision { name, .. } if name == "b-c.a.marathon.local")));
+    assert_eq!(
+        rdata(&zone, "b-c.a.marathon.local.", RecordType::A),
+        ["10.0.0.4", "10.0.0.5"],
+        "merged"
+    );
+    assert!(g.warnings.iter().any(
+        |w| matches!(w, Warning::NameCollision { name, .. } if name == "b-c.a.marathon.local")
+    ));
 }
 
 #[test]
 fn task_labels_never_shadow_child_apps() {
     let cfg = cfg();
     // The child app's label equals the parent's task label.
-    let parent = app("/web", Network::Host, vec![], vec![task(1, "10.0.0.1", &[])]);
-    let child = app("/web/01000000", Network::Host, vec![], vec![task(2, "10.0.0.2", &[])]);
+    let parent = app(
+        "/web",
+        Network::Host,
+        vec![],
+        vec![task(1, "10.0.0.1", &[])],
+    );
+    let child = app(
+        "/web/01000000",
+        Network::Host,
+        vec![],
+        vec![task(2, "10.0.0.2", &[])],
+    );
     let (zone, _) = zone_of(vec![parent, child], &cfg);
-    assert_eq!(rdata(&zone, "01000000.web.marathon.local.", RecordType::A), ["10.0.0.2"], "child app owns its name");
-    assert_eq!(rdata(&zone, "web.marathon.local.", RecordType::A), ["10.0.0.1"]);
+    assert_eq!(
+        rdata(&zone, "01000000.web.marathon.local.", RecordType::A),
+        ["10.0.0.2"],
+        "child app owns its name"
+    );
+    assert_eq!(
+        rdata(&zone, "web.marathon.local.", RecordType::A),
+        ["10.0.0.1"]
+    );
 }
 
 #[test]
@@ -247,24 +401,45 @@ fn agent_host_names_are_resolved_or_skipped_with_a_warning() {
         "/named",
         Network::Host,
         vec![port(None, &[Proto::Tcp])],
-        vec![task(1, "agent1.example", &[31000]), task(2, "unknown", &[31001])],
+        vec![
+            task(1, "agent1.example", &[31000]),
+            task(2, "unknown", &[31001]),
+        ],
     );
     let (zone, g) = zone_of(vec![a], &cfg);
-    assert_eq!(rdata(&zone, "named.marathon.local.", RecordType::A), ["10.0.0.99"]);
-    assert!(g.warnings.iter().any(|w| matches!(w, Warning::UnresolvedHost { host, .. } if host == "unknown")));
+    assert_eq!(
+        rdata(&zone, "named.marathon.local.", RecordType::A),
+        ["10.0.0.99"]
+    );
+    assert!(
+        g.warnings
+            .iter()
+            .any(|w| matches!(w, Warning::UnresolvedHost { host, .. } if host == "unknown"))
+    );
 }
 
 #[test]
 fn srv_glue_covers_every_target() {
     let cfg = cfg();
-    let tasks = (1..=20).map(|n| task(n, "10.0.0.1", &[31000 + u16::from(n)])).collect();
-    let a = app("/many", Network::Host, vec![port(None, &[Proto::Tcp])], tasks);
+    let tasks = (1..=20)
+        .map(|n| task(n, "10.0.0.1", &[31000 + u16::from(n)]))
+        .collect();
+    let a = app(
+        "/many",
+        Network::Host,
+        vec![port(None, &[Proto::Tcp])],
+        tasks,
+    );
     let (zone, _) = zone_of(vec![a], &cfg);
     let name = LowerName::new(&Name::from_str("_many._tcp.marathon.local.").expect("name"));
-    let Lookup::Answer(entries) = zone.lookup(&name, RecordType::SRV) else { panic!() };
+    let Lookup::Answer(entries) = zone.lookup(&name, RecordType::SRV) else {
+        panic!()
+    };
     assert_eq!(entries.len(), 20);
     for e in &entries {
-        let RData::SRV(srv) = &e.record.data else { panic!() };
+        let RData::SRV(srv) = &e.record.data else {
+            panic!()
+        };
         let glue: Vec<_> = e.glue().collect();
         assert_eq!(glue.len(), 1);
         assert_eq!(glue[0].name, srv.target, "glue owner is the SRV target");
