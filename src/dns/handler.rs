@@ -71,14 +71,49 @@ impl Plan<'_> {
     }
 }
 
-/// Encode the response with the first `keep` entries and their glue; returns its size.
-fn encoded_len(
+/// Encoded length of a name without compression.
+fn name_len(name: &hickory_proto::rr::Name) -> usize {
+    name.iter().map(|l| l.len() + 1).sum::<usize>() + 1
+}
+
+/// An upper bound of a record's encoded size, without compression.
+fn record_bound(r: &Record) -> usize {
+    use hickory_proto::rr::RData;
+    let rdata = match &r.data {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::SRV(s) => 6 + name_len(&s.target),
+        RData::NS(n) => name_len(&n.0),
+        RData::SOA(s) => name_len(&s.mname) + name_len(&s.rname) + 20,
+        other => 64 + 2 * other.to_string().len(),
+    };
+    name_len(&r.name) + 10 + rdata
+}
+
+/// Cheap check that a plan fits without encoding it: the common case on the query path.
+fn surely_fits(request: &Request, plan: &Plan<'_>, limit: usize) -> bool {
+    let records: usize = plan
+        .entries
+        .iter()
+        .map(|e| record_bound(e.record) + e.glue().map(record_bound).sum::<usize>())
+        .sum::<usize>()
+        + plan.authority.map_or(0, record_bound);
+    12 + request.queries.as_bytes().len() + records + 11 <= limit
+}
+
+/// Whether the response with the first `keep` entries and their glue encodes completely
+/// within `limit` bytes.
+///
+/// Measured with hickory's own encoder under the same limit, because it needs headroom: it
+/// writes a name in full before replacing it with a compression pointer.
+fn fits(
     request: &Request,
     edns: Option<&Edns>,
     metadata: Metadata,
     plan: &Plan<'_>,
     keep: usize,
-) -> Option<usize> {
+    limit: usize,
+) -> bool {
     let entries = &plan.entries[..keep];
     let response = MessageResponseBuilder::new(&request.queries, edns).build(
         metadata,
@@ -89,8 +124,10 @@ fn encoded_len(
     );
     let mut buf = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut buf);
-    response.destructive_emit(&mut encoder).ok()?;
-    Some(buf.len())
+    encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));
+    response
+        .destructive_emit(&mut encoder)
+        .is_ok_and(|info| !info.truncation)
 }
 
 #[async_trait::async_trait]
@@ -191,15 +228,16 @@ impl RequestHandler for DnsHandler {
         // Truncation: keep the largest prefix of whole entries (an SRV record together with its
         // target's address) that fits, and set TC if anything was left out.
         let mut keep = plan.entries.len();
-        if encoded_len(request, response_edns.as_ref(), metadata, &plan, keep)
-            .is_some_and(|n| n > limit)
+        let edns = response_edns.as_ref();
+        if !surely_fits(request, &plan, limit) && !fits(request, edns, metadata, &plan, keep, limit)
         {
             let (mut lo, mut hi) = (0usize, keep);
             while lo < hi {
                 let mid = (lo + hi).div_ceil(2);
-                match encoded_len(request, response_edns.as_ref(), metadata, &plan, mid) {
-                    Some(n) if n <= limit => lo = mid,
-                    _ => hi = mid - 1,
+                if fits(request, edns, metadata, &plan, mid, limit) {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
                 }
             }
             keep = lo;

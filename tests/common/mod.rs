@@ -157,3 +157,37 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// The TYPE of every resource record in a raw message, section by section, in wire order
+/// (answer, authority, additional). Written by hand so that order is what was sent.
+pub fn rr_types_in_order(raw: &[u8]) -> [Vec<u16>; 3] {
+    fn skip_name(raw: &[u8], mut i: usize) -> usize {
+        loop {
+            let len = raw[i];
+            if len & 0xC0 == 0xC0 {
+                return i + 2;
+            }
+            if len == 0 {
+                return i + 1;
+            }
+            i += 1 + usize::from(len);
+        }
+    }
+    let count = |i: usize| usize::from(u16::from_be_bytes([raw[i], raw[i + 1]]));
+    let (qd, an, ns, ar) = (count(4), count(6), count(8), count(10));
+    let mut i = 12;
+    for _ in 0..qd {
+        i = skip_name(raw, i) + 4;
+    }
+    let mut out: [Vec<u16>; 3] = Default::default();
+    for (section, n) in [an, ns, ar].into_iter().enumerate() {
+        for _ in 0..n {
+            i = skip_name(raw, i);
+            let rtype = u16::from_be_bytes([raw[i], raw[i + 1]]);
+            let rdlen = usize::from(u16::from_be_bytes([raw[i + 8], raw[i + 9]]));
+            out[section].push(rtype);
+            i += 10 + rdlen;
+        }
+    }
+    out
+}
