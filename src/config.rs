@@ -118,6 +118,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MARATHON_DNS_MAX_UDP_PAYLOAD")]
     pub max_udp_payload: Option<u16>,
 
+    /// File that keeps the last SOA serial, so that it never goes backwards across restarts.
+    #[arg(long, env = "MARATHON_DNS_SERIAL_FILE")]
+    pub serial_file: Option<PathBuf>,
+
     /// Coalescing window: events arriving within it are published as one new zone.
     #[arg(long, env = "MARATHON_DNS_COALESCE", default_value = "20ms", value_parser = parse_duration)]
     pub coalesce: Duration,

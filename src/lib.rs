@@ -11,6 +11,7 @@ pub mod dns;
 pub mod marathon;
 pub mod naming;
 pub mod resolve;
+pub mod serial_file;
 pub mod server;
 pub mod sim;
 pub mod sync;

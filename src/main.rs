@@ -49,6 +49,7 @@ fn settings(args: &ServeArgs) -> Result<Settings> {
         include_unhealthy: args.include_unhealthy,
         max_udp_payload: args.max_udp_payload,
         coalesce: args.coalesce,
+        serial_file: args.serial_file.clone(),
     })
 }
 

@@ -38,6 +38,8 @@ pub struct Settings {
     pub include_unhealthy: bool,
     pub max_udp_payload: Option<u16>,
     pub coalesce: Duration,
+    /// Where the last SOA serial is kept across restarts (none: the clock only).
+    pub serial_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -56,6 +58,7 @@ impl Settings {
             include_unhealthy: false,
             max_udp_payload: None,
             coalesce: Duration::from_millis(20),
+            serial_file: None,
         }
     }
 }
@@ -72,6 +75,8 @@ pub enum StartError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error("serial file {0}")]
+    SerialFile(String),
 }
 
 /// A running server.
@@ -145,13 +150,20 @@ pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), Sta
         statics: records,
         resync_interval: settings.resync_interval,
         coalesce: settings.coalesce,
+        serial_file: settings.serial_file.clone(),
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let last_serial = match &settings.serial_file {
+        Some(path) => crate::serial_file::read(path)
+            .map_err(StartError::SerialFile)?
+            .unwrap_or(0),
+        None => 0,
+    };
     let marathon = build::snapshot(
         &cfg.soa,
-        build::next_serial(0, now),
+        build::next_serial(last_serial, now),
         &cfg.zone,
         build::Generated::default(),
         &cfg.statics,

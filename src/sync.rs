@@ -107,6 +107,7 @@ pub struct SyncConfig {
     pub statics: Vec<Record>,
     pub resync_interval: Duration,
     pub coalesce: Duration,
+    pub serial_file: Option<std::path::PathBuf>,
 }
 
 /// The sync task's state.
@@ -308,6 +309,11 @@ impl Syncer {
         let serial = build::next_serial(current.serial(), unix_now());
         zone.set_serial(serial);
         self.store.publish(zone);
+        if let Some(path) = &self.cfg.serial_file
+            && let Err(e) = crate::serial_file::write(path, serial)
+        {
+            warn!("cannot record the serial in {}: {e}", path.display());
+        }
         self.status.serial.store(serial, Ordering::Release);
         self.status.publishes.fetch_add(1, Ordering::Relaxed);
         self.status.changed.notify_waiters();

@@ -425,3 +425,100 @@ async fn network_modes_and_name_resolution() {
     assert_eq!(named, ["127.0.0.1"]);
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_stream_is_reconnected_heartbeats_keep_it() {
+    // Marathon's heartbeat (a bare CRLF every 10 s, here 100 ms) keeps a quiet stream open.
+    let sim = Simulator::start_on(([127, 0, 0, 1], 0).into(), Duration::from_millis(100))
+        .await
+        .expect("sim");
+    sim.add_app(web_app());
+    let running = start_against(&sim, |s| s.stream_timeout = Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        running.status.reconnects(),
+        0,
+        "heartbeats must count as activity"
+    );
+    running.shutdown().await;
+
+    // A half-open connection (no bytes at all) is detected by the read timeout and replaced.
+    let silent = Simulator::start_on(([127, 0, 0, 1], 0).into(), Duration::from_secs(3600))
+        .await
+        .expect("sim");
+    silent.add_app(web_app());
+    let running = start_against(&silent, |s| s.stream_timeout = Duration::from_millis(300)).await;
+    eventually("silent stream replaced", || async {
+        running.status.reconnects() >= 1
+    })
+    .await;
+    eventually("live again", || async { running.status.is_live() }).await;
+    silent
+        .start_task("/prod/web", "127.0.0.11", &[])
+        .expect("task");
+    eventually("events after reconnect", || async {
+        srv_count(running.udp[0], "_web._tcp.prod.marathon.local").await == 1
+    })
+    .await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_bursts_are_coalesced() {
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_app(SimApp::new(
+        "/burst",
+        SimNetwork::Host,
+        vec![SimPort::tcp(None, 0)],
+    ));
+    let running = start_against(&sim, |_| {}).await;
+    let before = running.status.publishes();
+    for i in 0..200u16 {
+        sim.start_task(
+            "/burst",
+            &format!("127.0.{}.{}", 3 + i / 250, 1 + i % 250),
+            &[],
+        )
+        .expect("task");
+    }
+    let dns = running.tcp[0];
+    eventually("all 200 published", || async {
+        srv(&tcp(
+            dns,
+            &query_message("_burst._tcp.marathon.local", RecordType::SRV, None),
+        )
+        .await)
+        .len()
+            == 200
+    })
+    .await;
+    let publishes = running.status.publishes() - before;
+    println!("200 task events -> {publishes} zone publishes");
+    assert!(publishes < 50, "{publishes} publishes for one burst");
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_grows_and_survives_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serial_file = dir.path().join("serial");
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_app(web_app());
+    let mut last = 0;
+    for round in 0..3 {
+        let sf = serial_file.clone();
+        let running = start_against(&sim, move |s| s.serial_file = Some(sf)).await;
+        // A burst in the same second pushes the serial ahead of the clock …
+        for _ in 0..5 {
+            let before = running.status.serial();
+            sim.start_task("/prod/web", &format!("127.0.0.{}", 20 + round), &[])
+                .expect("task");
+            eventually("publish", || async { running.status.serial() > before }).await;
+        }
+        let serial = running.status.serial();
+        assert!(serial > last, "round {round}: serial {serial} after {last}");
+        last = serial;
+        running.shutdown().await;
+        // … and the restart continues from there.
+    }
+}

@@ -1,0 +1,454 @@
+//! Conformance against a reference authoritative server: the zone marathon-dns serves for a
+//! large simulated cluster is exported, loaded into Knot DNS, and the same few thousand queries
+//! go to both. Every difference must be one of the deliberate ones listed in `Deliberate`,
+//! each with its reason.
+//!
+//! Needs `knotd` (Debian package `knot`); `.ci/run` installs it.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+
+use common::*;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Record, RecordType};
+use marathon_dns::sim::{SimApp, SimNetwork, SimPort, Simulator};
+use marathon_dns::zone::export;
+
+/// Differences we keep on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Deliberate {
+    /// An app that is defined but has no eligible task: its name exists (NODATA) for us; a
+    /// master file cannot express an empty name, so Knot says NXDOMAIN. Scaling to zero is not
+    /// deleting, and NXDOMAIN would deny the whole subtree to caches (RFC 8020).
+    DefinedAppWithoutTasks,
+    /// A dual-stack SRV target: we send only its A record as glue, Knot sends A and AAAA.
+    /// HAProxy 2.6 takes whichever additional address comes first, ignoring resolve-prefer
+    /// (haproxy-notes §4, E27).
+    AGlueOnlyForDualStack,
+    /// The answer does not fit: we keep as many whole SRV+glue pairs as fit and set TC; Knot
+    /// sends TC with zero answers, which HAProxy counts as an error and then empties the
+    /// backend (haproxy-notes §6, K1). The kept records must be a subset of the full answer.
+    TruncationKeepsWholePairs,
+    /// A large SRV answer that fits but whose glue does not all fit: Knot silently drops
+    /// additional records (allowed by RFC 2181 §9); we keep glue for every SRV record or
+    /// truncate whole pairs, because HAProxy falls back to per-target A queries and leaves
+    /// servers in MAINT without it (haproxy-notes §1, E2/E3).
+    FullGlueForEverySrv,
+}
+
+/// Every SRV answer has its target's address in the additional section.
+fn glue_complete(m: &Message) -> bool {
+    m.answers.iter().all(|r| match &r.data {
+        hickory_proto::rr::RData::SRV(s) => m.additionals.iter().any(|a| {
+            a.name == s.target && matches!(a.record_type(), RecordType::A | RecordType::AAAA)
+        }),
+        _ => true,
+    })
+}
+
+struct Knot {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    // Bind TCP and UDP on the same port, then release it for knotd.
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+async fn start_knot(zone_text: &str, origin: &str) -> Knot {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    for sub in ["zones", "db", "run"] {
+        std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+    }
+    std::fs::write(root.join("zones").join(format!("{origin}.zone")), zone_text).expect("zone");
+    let port = free_port();
+    let conf = format!(
+        "server:\n  rundir: \"{r}/run\"\n  listen: 127.0.0.1@{port}\n  udp-max-payload: 4096\n\
+         control:\n  listen: \"{r}/run/knot.sock\"\n\
+         database:\n  storage: \"{r}/db\"\n\
+         log:\n  - target: stderr\n    any: warning\n\
+         template:\n  - id: default\n    storage: \"{r}/zones\"\n    file: \"%s.zone\"\n    zonefile-load: whole\n    zonefile-sync: -1\n    journal-content: none\n\
+         zone:\n  - domain: {origin}\n",
+        r = root.display()
+    );
+    std::fs::write(root.join("knot.conf"), conf).expect("conf");
+    let child = Command::new("knotd")
+        .arg("-c")
+        .arg(root.join("knot.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("knotd is installed (Debian package knot; .ci/run installs it)");
+    let knot = Knot {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        _dir: dir,
+    };
+    eventually("knotd answers for the zone", || async {
+        match udp_raw(
+            knot.addr,
+            &query_message(origin, RecordType::SOA, None)
+                .to_vec()
+                .expect("encode"),
+        )
+        .await
+        {
+            Some(raw) => Message::from_vec(&raw).is_ok_and(|m| m.answers.len() == 1),
+            None => false,
+        }
+    })
+    .await;
+    knot
+}
+
+/// A large cluster touching every naming rule.
+fn populate(sim: &Simulator) {
+    let v4 = |a: u8, b: u8| IpAddr::from([10, 40, a, b]);
+    for i in 0..240u16 {
+        let group = format!("/g{}/s{}", i % 7, i % 3);
+        let id = format!("{group}/app{i}");
+        let (network, ports) = match i % 6 {
+            0 => (
+                SimNetwork::Host,
+                vec![SimPort::tcp(Some("http"), 0), SimPort::tcp(None, 0)],
+            ),
+            1 => (
+                SimNetwork::Host,
+                vec![SimPort::tcp(None, 0).with_protocol("udp,tcp")],
+            ),
+            2 => (
+                SimNetwork::Bridge,
+                vec![
+                    SimPort::tcp(Some("api"), 8080),
+                    SimPort::tcp(None, 9090).with_protocol("udp"),
+                ],
+            ),
+            3 => (SimNetwork::Container, vec![SimPort::tcp(Some("db"), 5432)]),
+            4 => (SimNetwork::Host, vec![SimPort::tcp(Some("web"), 0)]),
+            _ => (
+                SimNetwork::Container,
+                vec![SimPort::tcp(None, 80), SimPort::tcp(Some("admin"), 81)],
+            ),
+        };
+        let mut app = SimApp::new(&id, network, ports);
+        if i % 5 == 0 {
+            app = app.with_health_checks(1);
+        }
+        sim.add_app(app);
+        // Idle apps, big apps (truncation), ordinary ones.
+        let tasks = match i % 40 {
+            7 => 0,
+            13 => 45,
+            _ => 1 + usize::from(i % 4),
+        };
+        for t in 0..tasks {
+            let (a, b) = ((i % 250) as u8, (t % 250) as u8 + 1);
+            let ips: Vec<IpAddr> = match (network, i % 4) {
+                (SimNetwork::Container, 0) => {
+                    vec![IpAddr::from_str(&format!("fd00::{i:x}:{t:x}")).expect("v6")]
+                }
+                (SimNetwork::Container, 1) => vec![
+                    v4(a, b),
+                    IpAddr::from_str(&format!("fd00::{i:x}:{t:x}")).expect("v6"),
+                ],
+                _ => vec![v4(a, b)],
+            };
+            let host = format!("192.0.2.{}", (t % 200) + 1);
+            let task = sim.start_task(&id, &host, &ips).expect("task");
+            if i % 5 == 0 {
+                // Every third task of a health-checked app is unhealthy.
+                sim.set_health(&task, t % 3 != 0);
+            }
+        }
+    }
+}
+
+/// Records as comparable text: lower-case owner, type, TTL, RDATA.
+fn set(records: &[Record]) -> BTreeSet<String> {
+    records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r.name.to_ascii().to_lowercase(),
+                r.record_type(),
+                r.ttl,
+                r.data
+            )
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    Udp(Option<u16>),
+    Tcp,
+}
+
+async fn ask(server: SocketAddr, name: &str, rtype: RecordType, transport: Transport) -> Message {
+    match transport {
+        Transport::Udp(edns) => udp(server, &query_message(name, rtype, edns)).await,
+        Transport::Tcp => tcp(server, &query_message(name, rtype, Some(4096))).await,
+    }
+}
+
+/// Mixed case, as a 0x20-randomising resolver would send it.
+fn mixed_case(name: &str, seed: usize) -> String {
+    name.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if (i + seed) % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_dns_matches_knot() {
+    let sim = Simulator::start().await.expect("sim");
+    populate(&sim);
+    let running = start_against(&sim, |_| {}).await;
+    let zone = running.store.marathon();
+    let text = export::master_file(&zone);
+    let knot = start_knot(&text, "marathon.local").await;
+    let ours = running.udp[0];
+
+    // The query set: every owner name and its ancestors (empty non-terminals), names that do
+    // not exist at and below existing names, the idle apps, the apex, other zones.
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    for r in zone.records() {
+        let mut n = r.name.clone();
+        while n.num_labels() >= 2 {
+            names.insert(n.to_ascii());
+            n = n.base_name();
+        }
+    }
+    let owners: Vec<String> = names.iter().cloned().collect();
+    for (i, n) in owners.iter().enumerate().step_by(9) {
+        names.insert(format!("nx{i}.{n}"));
+        names.insert(format!("deeper.nx{i}.{n}"));
+    }
+    // Apps defined without an eligible task (none started, or all failing health checks).
+    let idle_ids: Vec<String> = sim
+        .app_ids()
+        .into_iter()
+        .filter(|id| {
+            sim.tasks_of(id)
+                .iter()
+                .all(|t| !t.health.is_empty() && t.health.iter().any(|alive| !*alive))
+        })
+        .collect();
+    assert!(idle_ids.len() >= 6, "idle apps: {idle_ids:?}");
+    let idle: Vec<String> = idle_ids
+        .iter()
+        .filter_map(|id| id.rsplit('/').next().map(str::to_string))
+        .collect();
+    for id in &idle_ids {
+        let labels: Vec<&str> = id.split('/').filter(|s| !s.is_empty()).rev().collect();
+        names.insert(format!("{}.marathon.local.", labels.join(".")));
+        names.insert(format!(
+            "_{}._tcp.{}.marathon.local.",
+            labels[0],
+            labels[1..].join(".")
+        ));
+    }
+    names.insert("example.com.".into());
+    names.insert("marathon.local.example.".into());
+    let types = [
+        RecordType::A,
+        RecordType::SRV,
+        RecordType::AAAA,
+        RecordType::SOA,
+        RecordType::NS,
+        RecordType::TXT,
+        RecordType::ANY,
+    ];
+    let transports = [
+        Transport::Udp(Some(4096)),
+        Transport::Udp(None),
+        Transport::Tcp,
+        Transport::Udp(Some(1232)),
+    ];
+
+    let mut queries = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let name = if i % 5 == 0 {
+            mixed_case(name, i)
+        } else {
+            name.clone()
+        };
+        for k in 0..2 {
+            let rtype = if name.starts_with('_') && k == 0 {
+                RecordType::SRV
+            } else {
+                types[(i + k * 3) % types.len()]
+            };
+            queries.push((name.clone(), rtype, transports[(i + k) % transports.len()]));
+        }
+    }
+    // SRV names of big apps over every transport: the truncation cases.
+    for name in names
+        .iter()
+        .filter(|n| n.starts_with("_app13") || n.starts_with("_app53"))
+    {
+        for t in transports {
+            queries.push((name.clone(), RecordType::SRV, t));
+        }
+    }
+    assert!(queries.len() > 2000, "only {} queries", queries.len());
+
+    let mut deliberate: BTreeMap<Deliberate, usize> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (name, rtype, transport) in &queries {
+        let a = ask(ours, name, *rtype, *transport).await;
+        let b = ask(knot.addr, name, *rtype, *transport).await;
+        let what = format!("{name} {rtype} {transport:?}");
+        let (ra, rb) = (a.metadata.response_code, b.metadata.response_code);
+
+        let lower = name.to_ascii_lowercase();
+        let idle_app = idle.iter().any(|leaf| {
+            lower.contains(&format!("_{leaf}."))
+                || lower.contains(&format!(".{leaf}."))
+                || lower.starts_with(&format!("{leaf}."))
+        });
+        if ra == ResponseCode::NoError
+            && rb == ResponseCode::NXDomain
+            && a.answers.is_empty()
+            && idle_app
+        {
+            *deliberate
+                .entry(Deliberate::DefinedAppWithoutTasks)
+                .or_default() += 1;
+            continue;
+        }
+        if ra != rb {
+            failures.push(format!("{what}: rcode {ra} vs knot {rb}"));
+            continue;
+        }
+        if a.metadata.authoritative != b.metadata.authoritative
+            || a.metadata.recursion_available != b.metadata.recursion_available
+        {
+            failures.push(format!(
+                "{what}: flags {} vs knot {}",
+                a.metadata.flags(),
+                b.metadata.flags()
+            ));
+        }
+        if a.edns.is_some() != b.edns.is_some() {
+            failures.push(format!("{what}: OPT presence differs"));
+        }
+        if a.metadata.truncation || b.metadata.truncation {
+            // Ours must be a non-empty subset of the full answer, each SRV with its glue.
+            let full = ask(ours, name, *rtype, Transport::Tcp).await;
+            let ok = a.metadata.truncation
+                && !a.answers.is_empty()
+                && set(&a.answers).is_subset(&set(&full.answers))
+                && glue_complete(&a);
+            if ok && b.metadata.truncation {
+                *deliberate
+                    .entry(Deliberate::TruncationKeepsWholePairs)
+                    .or_default() += 1;
+            } else {
+                failures.push(format!(
+                    "{what}: truncation ours tc={} an={} vs knot tc={} an={}",
+                    a.metadata.truncation,
+                    a.answers.len(),
+                    b.metadata.truncation,
+                    b.answers.len()
+                ));
+            }
+            continue;
+        }
+        if set(&a.answers) != set(&b.answers) {
+            failures.push(format!(
+                "{what}: answers\n  ours {:?}\n  knot {:?}",
+                set(&a.answers),
+                set(&b.answers)
+            ));
+        }
+        if set(&a.authorities) != set(&b.authorities) {
+            failures.push(format!(
+                "{what}: authority\n  ours {:?}\n  knot {:?}",
+                set(&a.authorities),
+                set(&b.authorities)
+            ));
+        }
+        let (ga, gb) = (set(&a.additionals), set(&b.additionals));
+        if ga != gb {
+            // Only AAAA glue of targets that also have A glue may be missing on our side.
+            let missing: Vec<&String> = gb.difference(&ga).collect();
+            let only_dual_stack_aaaa = ga.is_subset(&gb)
+                && missing.iter().all(|m| {
+                    let owner = m.split(' ').next().unwrap_or_default();
+                    m.contains(" AAAA ")
+                        && ga
+                            .iter()
+                            .any(|g| g.starts_with(&format!("{owner} ")) && g.contains(" A "))
+                });
+            // Knot dropped glue that did not fit; ours is complete and adds nothing Knot
+            // would not have sent with room (A glue, or AAAA for IPv6-only targets).
+            let knot_dropped_glue = glue_complete(&a) && !glue_complete(&b) && {
+                let full = ask(knot.addr, name, *rtype, Transport::Tcp).await;
+                ga.is_subset(&set(&full.additionals))
+            };
+            if only_dual_stack_aaaa {
+                *deliberate
+                    .entry(Deliberate::AGlueOnlyForDualStack)
+                    .or_default() += 1;
+            } else if knot_dropped_glue {
+                *deliberate
+                    .entry(Deliberate::FullGlueForEverySrv)
+                    .or_default() += 1;
+            } else {
+                failures.push(format!("{what}: additional\n  ours {ga:?}\n  knot {gb:?}"));
+            }
+        }
+    }
+
+    println!("conformance: {} queries against Knot DNS", queries.len());
+    for (d, n) in &deliberate {
+        println!("  deliberate difference {d:?}: {n} queries");
+    }
+    println!("  unexplained differences: {}", failures.len());
+    for f in failures.iter().take(20) {
+        println!("    {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} unexplained differences with Knot (first: {})",
+        failures.len(),
+        failures[0]
+    );
+    assert!(
+        deliberate.contains_key(&Deliberate::TruncationKeepsWholePairs),
+        "truncation was exercised"
+    );
+    assert!(
+        deliberate.contains_key(&Deliberate::DefinedAppWithoutTasks),
+        "idle apps were exercised"
+    );
+    running.shutdown().await;
+}
