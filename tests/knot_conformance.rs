@@ -217,7 +217,7 @@ fn mixed_case(name: &str, seed: usize) -> String {
     name.chars()
         .enumerate()
         .map(|(i, c)| {
-            if (i + seed) % 2 == 0 {
+            if (i + seed).is_multiple_of(2) {
                 c.to_ascii_uppercase()
             } else {
                 c
