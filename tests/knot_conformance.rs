@@ -92,7 +92,12 @@ async fn start_knot(zone_text: &str, origin: &str) -> Knot {
         r = root.display()
     );
     std::fs::write(root.join("knot.conf"), conf).expect("conf");
-    let child = Command::new("knotd")
+    // Debian installs it in /usr/sbin, which is not on every user's PATH.
+    let knotd = ["/usr/sbin/knotd", "/usr/bin/knotd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("knotd");
+    let child = Command::new(knotd)
         .arg("-c")
         .arg(root.join("knot.conf"))
         .stdout(Stdio::null())
