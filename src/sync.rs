@@ -122,6 +122,9 @@ pub struct Syncer {
     base: Option<Url>,
     warned: BTreeSet<Warning>,
     refetch: BTreeSet<AppId>,
+    /// Ids that Marathon says are not apps (pods: their tasks' events carry the pod id). Task
+    /// events for them do not trigger re-fetches until the next full resync.
+    not_apps: BTreeSet<AppId>,
     dirty: bool,
     /// The stream (re)connected and no full resync has completed since.
     connect_pending: bool,
@@ -153,6 +156,7 @@ impl Syncer {
             base: None,
             warned: BTreeSet::new(),
             refetch: BTreeSet::new(),
+            not_apps: BTreeSet::new(),
             dirty: false,
             connect_pending: false,
         }
@@ -218,9 +222,16 @@ impl Syncer {
             Decoded::Apply(event) => {
                 let applied = self.cluster.apply(&event);
                 self.dirty |= applied.changed;
-                self.refetch.extend(applied.refetch);
+                self.refetch
+                    .extend(applied.refetch.filter(|id| !self.not_apps.contains(id)));
             }
-            Decoded::Refetch(ids) => self.refetch.extend(ids),
+            // Definition changes always re-fetch, even ids that were not apps before.
+            Decoded::Refetch(ids) => {
+                for id in ids {
+                    self.not_apps.remove(&id);
+                    self.refetch.insert(id);
+                }
+            }
             Decoded::Attached | Decoded::Irrelevant | Decoded::Unknown => {}
         }
     }
@@ -230,7 +241,12 @@ impl Syncer {
         if let Some(base) = self.base.clone() {
             for id in std::mem::take(&mut self.refetch) {
                 match self.client.app(&base, &id).await {
-                    Ok(app) => self.dirty |= self.cluster.replace_app(&id, app),
+                    Ok(app) => {
+                        if app.is_none() {
+                            self.not_apps.insert(id.clone());
+                        }
+                        self.dirty |= self.cluster.replace_app(&id, app);
+                    }
                     // The periodic resync heals what is missed here.
                     Err(e) => warn!("re-fetching app {id} failed, keeping what is known: {e}"),
                 }
@@ -261,6 +277,7 @@ impl Syncer {
                     }
                     self.cluster = cluster;
                     self.refetch.clear();
+                    self.not_apps.clear();
                     self.publish().await;
                     if std::mem::take(&mut self.connect_pending) {
                         self.status.stream_synced.store(true, Ordering::Release);

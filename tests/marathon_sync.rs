@@ -522,3 +522,44 @@ async fn serial_grows_and_survives_restarts() {
         // … and the restart continues from there.
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_task_events_are_skipped_cleanly() {
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_app(web_app());
+    let running = start_against(&sim, |_| {}).await;
+    // Pods emit status_update_event with the pod id as appId; /v2/apps/{pod} is a 404.
+    let event = |n: u32| {
+        format!(
+            r#"{{"slaveId":"s1","taskId":"mypod.instance-0a1b2c3d-0000-11e6-8000-00000000000{n}.web","taskStatus":"TASK_RUNNING","message":"","appId":"/mypod","host":"127.0.0.9","ipAddresses":[],"ports":[31999],"version":"2026-11-27T00:00:00.000Z","eventType":"status_update_event","timestamp":"2026-11-27T00:00:00.000Z"}}"#
+        )
+    };
+    sim.emit_raw("status_update_event", &event(1));
+    eventually("pod looked up once", || async {
+        sim.requests("/v2/apps/mypod") == 1
+    })
+    .await;
+    for n in 2..6 {
+        sim.emit_raw("status_update_event", &event(n));
+    }
+    // A real app's event after them proves they were all processed.
+    sim.start_task("/prod/web", "127.0.0.11", &[])
+        .expect("task");
+    eventually("later events applied", || async {
+        srv_count(running.udp[0], "_web._tcp.prod.marathon.local").await == 1
+    })
+    .await;
+    assert_eq!(
+        sim.requests("/v2/apps/mypod"),
+        1,
+        "no re-fetch storm for pod tasks"
+    );
+    assert_eq!(
+        q(running.udp[0], "mypod.marathon.local", RecordType::A)
+            .await
+            .metadata
+            .response_code,
+        ResponseCode::NXDomain
+    );
+    running.shutdown().await;
+}

@@ -470,6 +470,38 @@ mod tests {
     }
 
     #[test]
+    fn task_listings_and_pods_parse_or_are_harmless() {
+        #[derive(serde::Deserialize)]
+        struct Tasks {
+            tasks: Vec<WireTask>,
+        }
+        for f in [
+            "rest/v2-tasks-service-ports.json",
+            "rest/v2-apps-id-tasks-group-path.json",
+            "rest/v2-tasks-health-check-results-v1.4-docs.json",
+        ] {
+            let t: Tasks = serde_json::from_str(&read(f)).expect(f);
+            assert!(!t.tasks.is_empty(), "{f}");
+            assert!(t.tasks.iter().all(|t| !task(t).host.is_empty()), "{f}");
+        }
+        let hc: Tasks =
+            serde_json::from_str(&read("rest/v2-tasks-health-check-results-v1.4-docs.json"))
+                .expect("parses");
+        assert!(hc.tasks.iter().any(|t| !task(t).health.is_empty()));
+        // Pods are not apps: read as an app they publish no ports (and /v2/apps never lists them).
+        for f in [
+            "rest/v2-pod-definition-container-network.json",
+            "definitions/pod-host-network-endpoints.json",
+        ] {
+            let w: WireApp = serde_json::from_str(&read(f)).expect(f);
+            assert!(app(&w).ports.is_empty(), "{f}");
+        }
+        let info: serde_json::Value =
+            serde_json::from_str(&read("rest/v2-info.json")).expect("info");
+        assert!(info["leader"].is_string());
+    }
+
+    #[test]
     fn definitions_parse_with_the_right_network() {
         let cases = [
             (

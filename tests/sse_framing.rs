@@ -1,0 +1,112 @@
+//! The event-stream client against Marathon's exact bytes: the real 2015 capture (LF line
+//! endings) and Jetty's CRLF framing with split-CR heartbeats, served by a raw TCP server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use marathon_dns::cluster::ClusterEvent;
+use marathon_dns::marathon::convert::Decoded;
+use marathon_dns::marathon::stream::{self, StreamMessage};
+use marathon_dns::server::{Settings, marathon_client};
+use marathon_dns::sync::SyncStatus;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Serve `body` as the `/v2/events` response (close-delimited, no chunking); everything else
+/// 404, so that leader lookup falls back to the configured URL.
+async fn serve(body: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                if req.starts_with("GET /v2/events") {
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream;charset=utf-8\r\nConnection: close\r\n\r\n";
+                    let _ = s.write_all(head.as_bytes()).await;
+                    // Byte by byte in small pieces, to split lines and CRLF pairs across reads.
+                    for chunk in body.chunks(7) {
+                        let _ = s.write_all(chunk).await;
+                        let _ = s.flush().await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                } else {
+                    let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                }
+            });
+        }
+    });
+    url
+}
+
+async fn decoded_events(body: Vec<u8>, n: usize) -> Vec<Decoded> {
+    let url = serve(body).await;
+    let client = marathon_client(&Settings::new(vec![url])).expect("client");
+    let (tx, mut rx) = mpsc::channel(64);
+    let shutdown = CancellationToken::new();
+    let status = Arc::new(SyncStatus::default());
+    tokio::spawn(stream::run(
+        client,
+        Duration::from_secs(10),
+        tx,
+        status,
+        shutdown.clone(),
+    ));
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("in time")
+        {
+            Some(StreamMessage::Event(d)) => out.push(d),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    shutdown.cancel();
+    out
+}
+
+fn check(events: &[Decoded]) {
+    assert_eq!(events[0], Decoded::Attached);
+    let states: Vec<&str> = events[1..]
+        .iter()
+        .map(|d| match d {
+            Decoded::Apply(ClusterEvent::TaskStatus { state, .. }) => state.as_str(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(states, ["TASK_FAILED", "TASK_RUNNING"]);
+}
+
+#[tokio::test]
+async fn real_capture_with_lf_endings() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/marathon-fixtures/sse/v2-events-stream-sample.txt"
+    );
+    let body = std::fs::read(path).expect("fixture");
+    check(&decoded_events(body, 3).await);
+}
+
+#[tokio::test]
+async fn jetty_crlf_framing_with_split_heartbeats() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/marathon-fixtures/sse/v2-events-stream-sample.txt"
+    );
+    let text = std::fs::read_to_string(path).expect("fixture");
+    // Jetty: CRLF everywhere, and a heartbeat (bare CRLF) between events.
+    let body = text
+        .replace('\n', "\r\n")
+        .replace("\r\n\r\n", "\r\n\r\n\r\n");
+    check(&decoded_events(body.into_bytes(), 3).await);
+}
