@@ -118,6 +118,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MARATHON_DNS_MAX_UDP_PAYLOAD")]
     pub max_udp_payload: Option<u16>,
 
+    /// Close TCP connections idle for this long.
+    #[arg(long, env = "MARATHON_DNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tcp_idle_timeout: Duration,
+
     /// File that keeps the last SOA serial, so that it never goes backwards across restarts.
     #[arg(long, env = "MARATHON_DNS_SERIAL_FILE")]
     pub serial_file: Option<PathBuf>,

@@ -50,6 +50,7 @@ fn settings(args: &ServeArgs) -> Result<Settings> {
         max_udp_payload: args.max_udp_payload,
         coalesce: args.coalesce,
         serial_file: args.serial_file.clone(),
+        tcp_idle_timeout: args.tcp_idle_timeout,
     })
 }
 

@@ -40,6 +40,8 @@ pub struct Settings {
     pub coalesce: Duration,
     /// Where the last SOA serial is kept across restarts (none: the clock only).
     pub serial_file: Option<PathBuf>,
+    /// Close TCP connections idle for this long (RFC 7766 §6.2.3).
+    pub tcp_idle_timeout: Duration,
 }
 
 impl Settings {
@@ -59,6 +61,7 @@ impl Settings {
             max_udp_payload: None,
             coalesce: Duration::from_millis(20),
             serial_file: None,
+            tcp_idle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -207,6 +210,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         AnswerOptions {
             max_udp_payload: settings.max_udp_payload,
         },
+        settings.tcp_idle_timeout,
     )
     .await?;
     for addr in &dns.udp {

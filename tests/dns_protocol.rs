@@ -430,3 +430,22 @@ async fn static_zones_are_served_and_merged() {
     assert_eq!(soa_ttl_in_authority(&nx), Some(30));
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tcp_connections_are_closed() {
+    let sim = Simulator::start().await.expect("sim");
+    let running = start_against(&sim, |s| {
+        s.tcp_idle_timeout = std::time::Duration::from_millis(300)
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(running.tcp[0])
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "idle connection still open: {read:?}"
+    );
+    running.shutdown().await;
+}

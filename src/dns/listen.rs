@@ -10,9 +10,6 @@ use tokio::net::{TcpListener, UdpSocket};
 use super::handler::{AnswerOptions, DnsHandler};
 use crate::zone::store::ZoneStore;
 
-/// Idle timeout of a TCP connection (RFC 7766 §6.2.3 recommends seconds, not minutes).
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
 #[derive(Debug, thiserror::Error)]
 #[error("cannot bind {proto} {addr}: {source}")]
 pub struct BindError {
@@ -36,11 +33,19 @@ pub async fn serve(
     listen: &[SocketAddr],
     zones: Arc<ZoneStore>,
     options: AnswerOptions,
+    tcp_idle_timeout: Duration,
 ) -> Result<DnsServer, BindError> {
     let mut server = Server::new(DnsHandler::new(zones, options));
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     for addr in listen {
+        if addr.ip().is_unspecified() {
+            tracing::warn!(
+                "listening on {addr}: UDP replies may leave from another local address than the \
+                 client sent to, which connected-UDP clients (HAProxy) never receive; prefer \
+                 specific addresses"
+            );
+        }
         // Bind TCP first so that with port 0 the UDP socket can take the same port.
         let listener = TcpListener::bind(addr).await.map_err(|source| BindError {
             proto: "TCP",
@@ -65,7 +70,7 @@ pub async fn serve(
             source,
         })?;
         server.register_socket(socket);
-        server.register_listener(listener, TCP_IDLE_TIMEOUT, 64 * 1024);
+        server.register_listener(listener, tcp_idle_timeout, 64 * 1024);
         udp.push(udp_addr);
         tcp.push(tcp_addr);
     }
