@@ -19,18 +19,23 @@ impl HostCache {
     /// Returns the addresses of `hosts` (failed lookups map to nothing).
     pub async fn resolve(&mut self, hosts: &BTreeSet<String>) -> BTreeMap<String, Vec<IpAddr>> {
         self.entries.retain(|h, _| hosts.contains(h));
-        for host in hosts {
-            let stale = self
-                .entries
-                .get(host)
-                .is_none_or(|(_, at)| at.elapsed() > FRESH_FOR);
-            if !stale {
-                continue;
-            }
-            let looked_up =
+        let stale: Vec<&String> = hosts
+            .iter()
+            .filter(|h| {
+                self.entries
+                    .get(*h)
+                    .is_none_or(|(_, at)| at.elapsed() > FRESH_FOR)
+            })
+            .collect();
+        // Concurrently: a slow resolver costs one timeout, not one per agent.
+        let lookups = stale.into_iter().map(|host| async move {
+            let found =
                 tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0)))
                     .await;
-            match looked_up {
+            (host, found)
+        });
+        for (host, found) in futures_util::future::join_all(lookups).await {
+            match found {
                 Ok(Ok(addrs)) => {
                     let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
                     ips.sort();
@@ -39,10 +44,9 @@ impl HostCache {
                 }
                 // Keep a stale answer rather than dropping the agent on a resolver hiccup.
                 _ => {
-                    if !self.entries.contains_key(host) {
-                        self.entries
-                            .insert(host.clone(), (Vec::new(), Instant::now()));
-                    }
+                    self.entries
+                        .entry(host.clone())
+                        .or_insert_with(|| (Vec::new(), Instant::now()));
                 }
             }
         }
