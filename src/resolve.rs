@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 /// How long a resolved agent address is trusted.
 const FRESH_FOR: Duration = Duration::from_secs(300);
+/// How soon a failed lookup is tried again (at the next publish after this).
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(5);
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
