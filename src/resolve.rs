@@ -24,9 +24,14 @@ impl HostCache {
         let stale: Vec<&String> = hosts
             .iter()
             .filter(|h| {
-                self.entries
-                    .get(*h)
-                    .is_none_or(|(_, at)| at.elapsed() > FRESH_FOR)
+                self.entries.get(*h).is_none_or(|(ips, at)| {
+                    let ttl = if ips.is_empty() {
+                        RETRY_FAILED_AFTER
+                    } else {
+                        FRESH_FOR
+                    };
+                    at.elapsed() > ttl
+                })
             })
             .collect();
         // Concurrently: a slow resolver costs one timeout, not one per agent.
