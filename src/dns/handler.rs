@@ -194,7 +194,11 @@ impl RequestHandler for DnsHandler {
                 }
                 Some(z) => match z.lookup(name, qtype) {
                     Lookup::Answer(mut entries) => {
-                        if entries.len() > 1 {
+                        // Rotate one RRset; a CNAME chain keeps its order.
+                        let one_rrset = entries
+                            .iter()
+                            .all(|e| e.record.record_type() == entries[0].record.record_type());
+                        if entries.len() > 1 && one_rrset {
                             let n = self.rotation.fetch_add(1, Ordering::Relaxed) % entries.len();
                             entries.rotate_left(n);
                         }

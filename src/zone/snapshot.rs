@@ -51,6 +51,8 @@ pub struct ZoneSnapshot {
 }
 
 const NO_GLUE: &[Record] = &[];
+/// Longest CNAME chain followed inside a zone.
+const MAX_CNAME_CHAIN: usize = 8;
 
 impl ZoneSnapshot {
     /// Build from a SOA and the other records. Every ancestor of an owner name up to the origin
@@ -168,35 +170,69 @@ impl ZoneSnapshot {
     /// (HAProxy 2.6 uses whichever address comes first, ignoring `resolve-prefer`).
     /// `ANY` is answered minimally (RFC 8482 §4.2): one RRset of the name.
     pub fn lookup(&self, name: &LowerName, rtype: RecordType) -> Lookup<'_> {
-        let Some(node) = self.nodes.get(name) else {
-            return Lookup::NxDomain;
-        };
-        let set = if rtype == RecordType::ANY {
-            node.rrsets.values().next()
-        } else {
-            node.rrsets.get(&rtype)
-        };
-        let Some(set) = set else {
-            return Lookup::NoData;
-        };
-        Lookup::Answer(
-            set.iter()
-                .map(|record| Entry {
-                    record,
-                    glue: match &record.data {
-                        RData::SRV(srv) => [self.srv_glue(&LowerName::new(&srv.target)), NO_GLUE],
-                        RData::NS(ns) => {
-                            let host = LowerName::new(&ns.0);
-                            [
-                                self.rrset(&host, RecordType::A).unwrap_or(NO_GLUE),
-                                self.rrset(&host, RecordType::AAAA).unwrap_or(NO_GLUE),
-                            ]
-                        }
-                        _ => [NO_GLUE, NO_GLUE],
-                    },
-                })
-                .collect(),
-        )
+        // Follow in-zone CNAMEs (static zones may hold aliases), as RFC 1034 §4.3.2 asks.
+        let mut answer: Vec<Entry<'_>> = Vec::new();
+        let mut name = name.clone();
+        for _ in 0..MAX_CNAME_CHAIN {
+            let Some(node) = self.nodes.get(&name) else {
+                return if answer.is_empty() {
+                    Lookup::NxDomain
+                } else {
+                    Lookup::Answer(answer)
+                };
+            };
+            let set = if rtype == RecordType::ANY {
+                node.rrsets.values().next()
+            } else {
+                node.rrsets.get(&rtype)
+            };
+            if let Some(set) = set {
+                answer.extend(set.iter().map(|record| self.entry(record)));
+                return Lookup::Answer(answer);
+            }
+            let cname = node
+                .rrsets
+                .get(&RecordType::CNAME)
+                .and_then(|set| set.first())
+                .filter(|_| rtype != RecordType::CNAME);
+            let Some(cname) = cname else {
+                return if answer.is_empty() {
+                    Lookup::NoData
+                } else {
+                    Lookup::Answer(answer)
+                };
+            };
+            answer.push(Entry {
+                record: cname,
+                glue: [NO_GLUE, NO_GLUE],
+            });
+            let RData::CNAME(target) = &cname.data else {
+                break;
+            };
+            name = LowerName::new(&target.0);
+            if !self.contains(&name) {
+                break;
+            }
+        }
+        Lookup::Answer(answer)
+    }
+
+    /// An answer record with its glue.
+    fn entry<'a>(&'a self, record: &'a Record) -> Entry<'a> {
+        Entry {
+            record,
+            glue: match &record.data {
+                RData::SRV(srv) => [self.srv_glue(&LowerName::new(&srv.target)), NO_GLUE],
+                RData::NS(ns) => {
+                    let host = LowerName::new(&ns.0);
+                    [
+                        self.rrset(&host, RecordType::A).unwrap_or(NO_GLUE),
+                        self.rrset(&host, RecordType::AAAA).unwrap_or(NO_GLUE),
+                    ]
+                }
+                _ => [NO_GLUE, NO_GLUE],
+            },
+        }
     }
 
     fn srv_glue(&self, target: &LowerName) -> &[Record] {
@@ -237,7 +273,7 @@ impl ZoneSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::rr::rdata::{A, SOA, SRV};
+    use hickory_proto::rr::rdata::{A, CNAME, SOA, SRV};
     use std::str::FromStr;
 
     fn n(s: &str) -> Name {
@@ -316,6 +352,44 @@ mod tests {
         let glue: Vec<&Record> = entries[0].glue().collect();
         assert_eq!(glue.len(), 1);
         assert_eq!(glue[0].name, n("aaaa1111.web.prod.marathon.local."));
+    }
+
+    #[test]
+    fn cnames_are_followed_inside_the_zone() {
+        let soa = zone().soa.clone();
+        let z = ZoneSnapshot::new(
+            soa,
+            [
+                Record::from_rdata(
+                    n("alias.marathon.local."),
+                    5,
+                    RData::CNAME(CNAME(n("aaaa1111.web.prod.marathon.local."))),
+                ),
+                Record::from_rdata(
+                    n("aaaa1111.web.prod.marathon.local."),
+                    5,
+                    RData::A(A::new(10, 0, 0, 1)),
+                ),
+                Record::from_rdata(
+                    n("away.marathon.local."),
+                    5,
+                    RData::CNAME(CNAME(n("www.example."))),
+                ),
+            ],
+        );
+        let Lookup::Answer(e) = z.lookup(&ln("alias.marathon.local."), RecordType::A) else {
+            panic!()
+        };
+        let types: Vec<RecordType> = e.iter().map(|e| e.record.record_type()).collect();
+        assert_eq!(types, [RecordType::CNAME, RecordType::A]);
+        let Lookup::Answer(e) = z.lookup(&ln("away.marathon.local."), RecordType::A) else {
+            panic!()
+        };
+        assert_eq!(e.len(), 1, "out-of-zone target: the CNAME alone");
+        let Lookup::Answer(e) = z.lookup(&ln("alias.marathon.local."), RecordType::CNAME) else {
+            panic!()
+        };
+        assert_eq!(e.len(), 1);
     }
 
     #[test]
