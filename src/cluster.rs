@@ -161,13 +161,14 @@ pub fn instance_key(id: &str) -> Option<&str> {
     find_uuid(id)
 }
 
-/// The first canonical 8-4-4-4-12 hex UUID inside `s`.
+/// The last canonical 8-4-4-4-12 hex UUID inside `s`: the instance's, even when the app's
+/// path itself contains a UUID (task ids are `<app path>.<…uuid…>[.<container>]`).
 pub fn find_uuid(s: &str) -> Option<&str> {
     let bytes = s.as_bytes();
     if bytes.len() < 36 {
         return None;
     }
-    (0..=bytes.len() - 36).find_map(|start| {
+    (0..=bytes.len() - 36).rev().find_map(|start| {
         let candidate = &bytes[start..start + 36];
         let ok = candidate.iter().enumerate().all(|(i, b)| match i {
             8 | 13 | 18 | 23 => *b == b'-',
@@ -383,6 +384,13 @@ mod tests {
             instance_key("nginx-green.3d4e5f60-0000-11e7-8888-0e2beceebfcc")
         );
         assert_eq!(find_uuid("web.nouuid"), None);
+        // A UUID in the app path does not confuse the instance key.
+        assert_eq!(
+            find_uuid(
+                "jobs_3d4e5f60-0000-11e7-8888-0e2beceebfcc_web.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c._app.1"
+            ),
+            Some("c7c311a4-b669-11e6-a48f-0ea4f4b1778c")
+        );
     }
 
     #[test]

@@ -35,6 +35,16 @@ pub fn label(segment: &str) -> String {
     format!("{}-{}", &mapped[..57], short_hash(segment))
 }
 
+/// An SRV service label, `_` + [`label`], shortened to 63 octets like any label:
+/// `_` + 56 octets + `-` + hash.
+pub fn service_label(name: &str) -> String {
+    let l = label(name);
+    if l.len() < MAX_LABEL {
+        return format!("_{l}");
+    }
+    format!("_{}-{}", &l[..56], short_hash(name))
+}
+
 /// Labels of an app id, leaf first: `/prod/web` → `["web", "prod"]`.
 pub fn app_labels(app_id: &str) -> Vec<String> {
     app_id
@@ -67,8 +77,9 @@ pub fn app_srv_name(app_id: &str, proto_label: &str, zone: &str) -> Option<Strin
     if labels.is_empty() {
         return None;
     }
-    let leaf = labels.remove(0);
-    let mut all = vec![format!("_{leaf}"), proto_label.to_string()];
+    labels.remove(0);
+    let leaf = app_id.rsplit('/').next().unwrap_or_default();
+    let mut all = vec![service_label(leaf), proto_label.to_string()];
     all.extend(labels);
     join(&all, zone)
 }
@@ -82,10 +93,10 @@ pub fn port_srv_name(
     proto_label: &str,
 ) -> Option<String> {
     let service = match port_name {
-        Some(n) if !n.is_empty() => label(n),
-        _ => format!("port{index}"),
+        Some(n) if !n.is_empty() => service_label(n),
+        _ => format!("_port{index}"),
     };
-    join(&[format!("_{service}"), proto_label.to_string()], app_name)
+    join(&[service, proto_label.to_string()], app_name)
 }
 
 /// The per-task label: the first 8 hex digits of the UUID in the task id (every Marathon
@@ -168,6 +179,18 @@ mod tests {
             "different inputs, different hashes"
         );
         assert_eq!(label(&"a".repeat(63)), "a".repeat(63));
+    }
+
+    #[test]
+    fn service_labels_stay_within_63_octets() {
+        let long = "w".repeat(70);
+        let srv = app_srv_name(&format!("/prod/{long}"), "_tcp", "z").expect("fits");
+        let first = srv.split('.').next().expect("label");
+        assert_eq!(first.len(), 63);
+        assert!(first.starts_with("_www"));
+        let port = port_srv_name("a.z", Some(&"p".repeat(63)), 0, "_udp").expect("fits");
+        assert_eq!(port.split('.').next().map(str::len), Some(63));
+        assert_eq!(service_label("http"), "_http");
     }
 
     #[test]

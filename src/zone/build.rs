@@ -70,14 +70,30 @@ impl SoaTemplate {
 /// Something the build noticed that an operator should hear about (logged once by the caller).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Warning {
-    NameTooLong { app_id: String },
-    NameCollision { name: String, apps: Vec<String> },
-    UnresolvedHost { app_id: String, host: String },
+    NameTooLong {
+        app_id: String,
+    },
+    /// The app name fits but some of its SRV or task names would not.
+    DerivedNameTooLong {
+        app_id: String,
+    },
+    NameCollision {
+        name: String,
+        apps: Vec<String>,
+    },
+    UnresolvedHost {
+        app_id: String,
+        host: String,
+    },
 }
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::DerivedNameTooLong { app_id } => write!(
+                f,
+                "some SRV or task names of app {app_id} would exceed 253 octets and are not published"
+            ),
             Self::NameTooLong { app_id } => write!(
                 f,
                 "app {app_id} skipped: its DNS name would exceed 253 octets"
@@ -190,7 +206,12 @@ fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
 }
 
 /// The SRV owner names of each port, per protocol, by the naming rules (independent of tasks).
-fn srv_owners(app: &App, name: &str, zone: &str) -> Vec<Vec<(crate::cluster::Proto, Name)>> {
+fn srv_owners(
+    app: &App,
+    name: &str,
+    zone: &str,
+    out: &mut Generated,
+) -> Vec<Vec<(crate::cluster::Proto, Name)>> {
     let mut seen_proto = BTreeSet::new();
     app.ports
         .iter()
@@ -214,10 +235,16 @@ fn srv_owners(app: &App, name: &str, zone: &str) -> Vec<Vec<(crate::cluster::Pro
                     _ => {}
                 }
             }
-            owners
-                .into_iter()
-                .filter_map(|(p, o)| o.and_then(|o| parse_name(&o)).map(|o| (p, o)))
-                .collect()
+            let parsed: Vec<_> = owners
+                .iter()
+                .filter_map(|(p, o)| o.as_deref().and_then(parse_name).map(|o| (*p, o)))
+                .collect();
+            if parsed.len() < owners.len() {
+                out.warnings.insert(Warning::DerivedNameTooLong {
+                    app_id: app.id.clone(),
+                });
+            }
+            parsed
         })
         .collect()
 }
@@ -234,7 +261,7 @@ fn app_records(
     let Some(app_name) = parse_name(name) else {
         return;
     };
-    let owners = srv_owners(app, name, zone);
+    let owners = srv_owners(app, name, zone, out);
     // A defined app's names exist even with no eligible task (NODATA, not NXDOMAIN): scaling
     // to zero is not deleting, and NXDOMAIN would deny the whole subtree (RFC 8020).
     out.names.push(app_name.clone());
@@ -269,13 +296,19 @@ fn app_records(
         if addresses.is_empty() {
             continue;
         }
+        for ip in &addresses {
+            out.records.push(address_record(&app_name, ttl, *ip));
+        }
+        // SRV records need the task's own name as their target.
         let Some(task_name) =
             naming::join(std::slice::from_ref(label), name).and_then(|n| parse_name(&n))
         else {
+            out.warnings.insert(Warning::DerivedNameTooLong {
+                app_id: app.id.clone(),
+            });
             continue;
         };
         for ip in &addresses {
-            out.records.push(address_record(&app_name, ttl, *ip));
             out.records.push(address_record(&task_name, ttl, *ip));
         }
 

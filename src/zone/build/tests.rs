@@ -367,6 +367,28 @@ fn dots_long_labels_too_long_names_and_collisions() {
 }
 
 #[test]
+fn long_but_legal_app_names_keep_their_addresses_and_warn() {
+    let cfg = cfg();
+    // App name of ~245 octets: fits, but task names (+9) and SRV names (+10) do not.
+    let segs: Vec<String> = (0..4).map(|i| format!("{i}{}", "x".repeat(56))).collect();
+    let id = format!("/{}", segs.join("/"));
+    let a = app(
+        &id,
+        Network::Host,
+        vec![port(None, &[Proto::Tcp])],
+        vec![task(1, "10.0.0.1", &[31000])],
+    );
+    let (zone, g) = zone_of(vec![a], &cfg);
+    let name = format!("{}.marathon.local.", naming::app_labels(&id).join("."));
+    assert!(name.len() > 240 && name.len() <= 254, "{}", name.len());
+    assert_eq!(rdata(&zone, &name, RecordType::A), ["10.0.0.1"]);
+    assert!(
+        g.warnings
+            .contains(&Warning::DerivedNameTooLong { app_id: id })
+    );
+}
+
+#[test]
 fn task_labels_never_shadow_child_apps() {
     let cfg = cfg();
     // The child app's label equals the parent's task label.
