@@ -7,53 +7,55 @@ use std::time::{Duration, Instant};
 
 /// How long a resolved agent address is trusted.
 const FRESH_FOR: Duration = Duration::from_secs(300);
-/// How soon a failed lookup is tried again (at the next publish after this).
-const RETRY_FAILED_AFTER: Duration = Duration::from_secs(5);
+/// How soon a failed lookup is tried again.
+pub const RETRY_FAILED_AFTER: Duration = Duration::from_secs(5);
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 pub struct HostCache {
+    /// Addresses (possibly stale, possibly none) and when to look the name up again.
     entries: BTreeMap<String, (Vec<IpAddr>, Instant)>,
 }
 
 impl HostCache {
-    /// Resolve every host in `hosts` that is missing or stale; forget hosts no longer used.
-    /// Returns the addresses of `hosts` (failed lookups map to nothing).
+    /// Resolve every host in `hosts` that is missing or due; forget hosts no longer used.
+    /// Returns the addresses of `hosts` (hosts never resolved map to nothing).
     pub async fn resolve(&mut self, hosts: &BTreeSet<String>) -> BTreeMap<String, Vec<IpAddr>> {
         self.entries.retain(|h, _| hosts.contains(h));
-        let stale: Vec<&String> = hosts
+        let now = Instant::now();
+        let due: Vec<&String> = hosts
             .iter()
-            .filter(|h| {
-                self.entries.get(*h).is_none_or(|(ips, at)| {
-                    let ttl = if ips.is_empty() {
-                        RETRY_FAILED_AFTER
-                    } else {
-                        FRESH_FOR
-                    };
-                    at.elapsed() > ttl
-                })
-            })
+            .filter(|h| self.entries.get(*h).is_none_or(|(_, at)| *at <= now))
             .collect();
         // Concurrently: a slow resolver costs one timeout, not one per agent.
-        let lookups = stale.into_iter().map(|host| async move {
+        let lookups = due.into_iter().map(|host| async move {
             let found =
                 tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0)))
                     .await;
             (host, found)
         });
         for (host, found) in futures_util::future::join_all(lookups).await {
+            let now = Instant::now();
             match found {
                 Ok(Ok(addrs)) => {
                     let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
                     ips.sort();
                     ips.dedup();
-                    self.entries.insert(host.clone(), (ips, Instant::now()));
+                    let again = if ips.is_empty() {
+                        RETRY_FAILED_AFTER
+                    } else {
+                        FRESH_FOR
+                    };
+                    self.entries.insert(host.clone(), (ips, now + again));
                 }
-                // Keep a stale answer rather than dropping the agent on a resolver hiccup.
+                // Keep a stale answer rather than dropping the agent on a resolver hiccup, and
+                // do not wait for the resolver again on every publish.
                 _ => {
-                    self.entries
+                    let entry = self
+                        .entries
                         .entry(host.clone())
-                        .or_insert_with(|| (Vec::new(), Instant::now()));
+                        .or_insert_with(|| (Vec::new(), now));
+                    entry.1 = now + RETRY_FAILED_AFTER;
                 }
             }
         }
@@ -61,5 +63,23 @@ impl HostCache {
             .iter()
             .map(|(h, (ips, _))| (h.clone(), ips.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn literal_localhost_and_failures() {
+        let mut cache = HostCache::default();
+        let hosts: BTreeSet<String> =
+            ["localhost".to_string(), "no-such-host.invalid".to_string()].into();
+        let got = cache.resolve(&hosts).await;
+        assert!(got["localhost"].iter().any(|ip| ip.is_loopback()));
+        assert!(got["no-such-host.invalid"].is_empty());
+        // The failure is not looked up again at once (no second resolver wait per publish).
+        let (_, at) = &cache.entries["no-such-host.invalid"];
+        assert!(*at > Instant::now());
     }
 }

@@ -128,6 +128,8 @@ pub struct Syncer {
     dirty: bool,
     /// The stream (re)connected and no full resync has completed since.
     connect_pending: bool,
+    /// The last build skipped tasks whose agent name did not resolve: publish again soon.
+    unresolved_hosts: bool,
 }
 
 fn unix_now() -> u64 {
@@ -159,6 +161,7 @@ impl Syncer {
             not_apps: BTreeSet::new(),
             dirty: false,
             connect_pending: false,
+            unresolved_hosts: false,
         }
     }
 
@@ -170,8 +173,13 @@ impl Syncer {
         let mut flush_at: Option<Instant> = None;
         // Throttle, not debounce: a lone event is published at once; during a burst at most
         // one publish per coalescing window.
-        let mut last_flush = Instant::now() - self.cfg.coalesce;
+        let mut last_flush: Option<Instant> = None;
         loop {
+            if self.unresolved_hosts && flush_at.is_none() {
+                // Agents whose names did not resolve: try again without waiting for an event.
+                self.dirty = true;
+                flush_at = Some(Instant::now() + crate::resolve::RETRY_FAILED_AFTER);
+            }
             let resync_sleep = next_resync.map(tokio::time::Instant::from_std);
             let flush_sleep = flush_at.map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -184,12 +192,18 @@ impl Syncer {
                             self.connect_pending = true;
                             self.status.stream_synced.store(false, Ordering::Release);
                             // Stream first, then snapshot: nothing between the two is lost.
+                            // (Reconnect storms are bounded by the stream's backoff, which only
+                            // resets once a stream delivers events.)
                             next_resync = Some(Instant::now());
                         }
                         StreamMessage::Event(decoded) => {
                             self.on_event(decoded);
-                            if (self.dirty || !self.refetch.is_empty()) && flush_at.is_none() {
-                                flush_at = Some(Instant::now().max(last_flush + self.cfg.coalesce));
+                            if self.dirty || !self.refetch.is_empty() {
+                                let earliest = last_flush
+                                    .map_or_else(Instant::now, |t| t + self.cfg.coalesce)
+                                    .max(Instant::now());
+                                // Sooner than a pending host-lookup retry, never later.
+                                flush_at = Some(flush_at.map_or(earliest, |f| f.min(earliest)));
                             }
                         }
                         StreamMessage::Disconnected => {
@@ -211,7 +225,7 @@ impl Syncer {
                 () = sleep_until(flush_sleep) => {
                     flush_at = None;
                     self.flush().await;
-                    last_flush = Instant::now();
+                    last_flush = Some(Instant::now());
                 }
             }
         }
@@ -260,12 +274,25 @@ impl Syncer {
     /// Replace the model with Marathon's full view. False if Marathon could not be read.
     async fn full_resync(&mut self) -> bool {
         self.status.resyncs.fetch_add(1, Ordering::Relaxed);
-        let bases = match &self.base {
-            Some(b) => vec![b.clone()],
-            None => self.client.candidates().await,
-        };
         let mut last_error = String::from("no Marathon URL");
-        for base in bases {
+        // The stream's Marathon first; if it fails, every candidate.
+        let mut bases: Vec<Url> = self.base.iter().cloned().collect();
+        let mut widened = false;
+        let mut i = 0;
+        loop {
+            if i == bases.len() {
+                if widened {
+                    break;
+                }
+                widened = true;
+                let more = self.client.candidates().await;
+                bases.extend(more.into_iter().filter(|u| Some(u) != self.base.as_ref()));
+                if i == bases.len() {
+                    break;
+                }
+            }
+            let base = bases[i].clone();
+            i += 1;
             match self.client.apps(&base).await {
                 Ok((apps, skipped)) => {
                     for s in skipped {
@@ -310,6 +337,10 @@ impl Syncer {
                 warn!("{w}");
             }
         }
+        self.unresolved_hosts = generated
+            .warnings
+            .iter()
+            .any(|w| matches!(w, Warning::UnresolvedHost { .. }));
         self.warned = std::mem::take(&mut generated.warnings);
         let current = self.store.marathon();
         // Built at the current serial so that equal content compares equal.

@@ -83,10 +83,18 @@ pub async fn run(
     let mut backoff = BACKOFF_MIN;
     let mut next: Option<Url> = None;
     let mut redirects = 0;
+    // Rotates through the candidates on failure, so one dead Marathon is not retried forever.
+    let mut failures = 0usize;
     loop {
         let events = match next.take() {
             Some(u) => Some(u),
-            None => client.candidates().await.first().and_then(events_url),
+            None => {
+                let candidates = client.candidates().await;
+                match candidates.len() {
+                    0 => None,
+                    n => events_url(&candidates[failures % n]),
+                }
+            }
         };
         let ended = match events {
             Some(url) => {
@@ -113,6 +121,7 @@ pub async fn run(
             }
             _ => redirects = 0,
         }
+        failures = failures.wrapping_add(1);
         status.count_reconnect();
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -165,7 +174,6 @@ async fn connect_once(
             Ok(SSE::Connected(_)) => {
                 info!("event stream connected to {base}");
                 status.set_stream_connected(true);
-                *backoff = BACKOFF_MIN;
                 if tx
                     .send(StreamMessage::Connected(base.clone()))
                     .await
@@ -175,6 +183,9 @@ async fn connect_once(
                 }
             }
             Ok(SSE::Event(ev)) => {
+                // Only a stream that delivers counts as healthy: during elections Marathon
+                // answers 200 and closes at once, which must keep backing off.
+                *backoff = BACKOFF_MIN;
                 status.count_event();
                 match decode_event(&ev.event_type, &ev.data) {
                     Ok(Decoded::Unknown) => {
