@@ -7,7 +7,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hickory_proto::rr::Name;
+use hickory_proto::rr::rdata::NS;
+use hickory_proto::rr::{Name, RData, Record};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -141,7 +142,12 @@ pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), Sta
         .map(|i| statics.remove(i));
     let (soa, records) = match own {
         Some(z) => (z.soa_template(), z.records),
-        None => (SoaTemplate::default_for(&origin), Vec::new()),
+        None => {
+            // No zone file: still a proper zone, with an NS at the apex (RFC 1034 §4.2.1).
+            let soa = SoaTemplate::default_for(&origin);
+            let ns = Record::from_rdata(origin.clone(), soa.ttl, RData::NS(NS(soa.mname.clone())));
+            (soa, vec![ns])
+        }
     };
     let cfg = SyncConfig {
         zone: ZoneConfig {

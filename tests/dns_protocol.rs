@@ -449,3 +449,27 @@ async fn idle_tcp_connections_are_closed() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_zone_file_the_zone_still_has_soa_and_ns() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let sim = Simulator::start().await.expect("sim");
+    let path = empty.path().to_path_buf();
+    let running = start_against(&sim, |s| s.zones_dir = path).await;
+    let dns = running.udp[0];
+    assert_eq!(
+        q(dns, "marathon.local", RecordType::SOA)
+            .await
+            .answers
+            .len(),
+        1
+    );
+    assert_eq!(
+        rdata(
+            &q(dns, "marathon.local", RecordType::NS).await,
+            RecordType::NS
+        ),
+        ["ns1.marathon.local."]
+    );
+    running.shutdown().await;
+}

@@ -209,16 +209,16 @@ impl RequestHandler for DnsHandler {
                             authority: None,
                         }
                     }
-                    Lookup::NoData => Plan {
+                    Lookup::NoData(chain) => Plan {
                         rcode: ResponseCode::NoError,
                         authoritative: true,
-                        entries: Vec::new(),
+                        entries: chain,
                         authority: Some(z.negative_soa()),
                     },
-                    Lookup::NxDomain => Plan {
+                    Lookup::NxDomain(chain) => Plan {
                         rcode: ResponseCode::NXDomain,
                         authoritative: true,
-                        entries: Vec::new(),
+                        entries: chain,
                         authority: Some(z.negative_soa()),
                     },
                 },

@@ -57,6 +57,11 @@ impl Auth {
 pub enum ClientError {
     #[error("invalid Marathon URL {0:?}")]
     BadUrl(String),
+    #[error(
+        "Marathon URL {0:?}: https is not supported (no TLS built in); use http inside the \
+         cluster or terminate TLS in front of Marathon"
+    )]
+    Https(String),
     #[error("request to {url} failed: {source}")]
     Http {
         url: String,
@@ -94,9 +99,18 @@ pub fn parse_url(raw: &str) -> Result<(Url, Option<Auth>), ClientError> {
         format!("http://{raw}")
     };
     let mut url = Url::parse(&with_scheme).map_err(|_| ClientError::BadUrl(redact(raw)))?;
+    if url.scheme() != "http" {
+        return Err(ClientError::Https(redact(raw)));
+    }
+    // The URL keeps user info percent-encoded; Marathon wants the real characters.
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     let auth = (!url.username().is_empty()).then(|| Auth::Basic {
-        user: url.username().to_string(),
-        password: url.password().unwrap_or_default().to_string(),
+        user: decode(url.username()),
+        password: decode(url.password().unwrap_or_default()),
     });
     url.set_username("")
         .map_err(|()| ClientError::BadUrl(redact(raw)))?;
@@ -109,9 +123,19 @@ pub fn parse_url(raw: &str) -> Result<(Url, Option<Auth>), ClientError> {
     Ok((url, auth))
 }
 
+/// The URL without user info, for messages: everything up to the last `@` before the path.
 fn redact(raw: &str) -> String {
-    match raw.split_once('@') {
-        Some((_, host)) => format!("<redacted>@{host}"),
+    let (scheme, rest) = raw.split_once("://").unwrap_or(("", raw));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let prefix = if scheme.is_empty() {
+                String::new()
+            } else {
+                format!("{scheme}://")
+            };
+            format!("{prefix}<redacted>@{}", &rest[at + 1..])
+        }
         None => raw.to_string(),
     }
 }
@@ -285,6 +309,22 @@ mod tests {
         let (url, auth) = parse_url("m2:8080/marathon").expect("parses");
         assert_eq!(url.as_str(), "http://m2:8080/marathon/");
         assert_eq!(auth, None);
+    }
+
+    #[test]
+    fn special_characters_and_redaction() {
+        let (_, auth) = parse_url("http://u:p%40ss@m1:8080").expect("parses");
+        assert_eq!(auth, Some(Auth::basic("u:p@ss").expect("basic")));
+        let (_, auth) = parse_url("http://u:p@ss@m1:8080").expect("parses");
+        assert_eq!(auth, Some(Auth::basic("u:p@ss").expect("basic")));
+        let err = parse_url("http://u:p@ss@m1:99999")
+            .expect_err("bad port")
+            .to_string();
+        assert!(!err.contains("ss@") && !err.contains("p@"), "{err}");
+        assert!(matches!(
+            parse_url("https://m1:8443"),
+            Err(ClientError::Https(_))
+        ));
     }
 
     #[test]

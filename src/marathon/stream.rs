@@ -140,6 +140,10 @@ async fn connect_once(
     backoff: &mut Duration,
 ) -> Ended {
     let base = base_of(&url);
+    if url.scheme() != "http" {
+        warn!("cannot follow Marathon to {base}: https is not supported (no TLS built in)");
+        return Ended::Failed;
+    }
     let transport = match HyperTransport::builder()
         .connect_timeout(Duration::from_secs(5))
         .read_timeout(read_timeout)

@@ -27,15 +27,17 @@ impl Entry<'_> {
     }
 }
 
-/// The result of looking up a name in a zone.
+/// The result of looking up a name in a zone. Negative results carry the CNAME chain that led
+/// to them (empty unless the name was an alias), which goes into the answer section with the
+/// final rcode (RFC 6604).
 #[derive(Debug)]
 pub enum Lookup<'a> {
     /// The name has records of the type asked for.
     Answer(Vec<Entry<'a>>),
     /// The name exists (possibly as an empty non-terminal) but has no data of this type.
-    NoData,
+    NoData(Vec<Entry<'a>>),
     /// The name does not exist.
-    NxDomain,
+    NxDomain(Vec<Entry<'a>>),
 }
 
 /// A whole zone at one serial.
@@ -175,11 +177,7 @@ impl ZoneSnapshot {
         let mut name = name.clone();
         for _ in 0..MAX_CNAME_CHAIN {
             let Some(node) = self.nodes.get(&name) else {
-                return if answer.is_empty() {
-                    Lookup::NxDomain
-                } else {
-                    Lookup::Answer(answer)
-                };
+                return Lookup::NxDomain(answer);
             };
             let set = if rtype == RecordType::ANY {
                 node.rrsets.values().next()
@@ -196,11 +194,7 @@ impl ZoneSnapshot {
                 .and_then(|set| set.first())
                 .filter(|_| rtype != RecordType::CNAME);
             let Some(cname) = cname else {
-                return if answer.is_empty() {
-                    Lookup::NoData
-                } else {
-                    Lookup::Answer(answer)
-                };
+                return Lookup::NoData(answer);
             };
             answer.push(Entry {
                 record: cname,
@@ -317,23 +311,23 @@ mod tests {
         let z = zone();
         assert!(matches!(
             z.lookup(&ln("nope.marathon.local."), RecordType::A),
-            Lookup::NxDomain
+            Lookup::NxDomain(_)
         ));
         assert!(matches!(
             z.lookup(&ln("below.nope.marathon.local."), RecordType::A),
-            Lookup::NxDomain
+            Lookup::NxDomain(_)
         ));
         assert!(matches!(
             z.lookup(&ln("prod.marathon.local."), RecordType::A),
-            Lookup::NoData
+            Lookup::NoData(_)
         ));
         assert!(matches!(
             z.lookup(&ln("_tcp.prod.marathon.local."), RecordType::SRV),
-            Lookup::NoData
+            Lookup::NoData(_)
         ));
         assert!(matches!(
             z.lookup(&ln("aaaa1111.web.prod.marathon.local."), RecordType::AAAA),
-            Lookup::NoData
+            Lookup::NoData(_)
         ));
         assert!(!z.contains(&ln("outside.example.")));
         assert_eq!(z.negative_soa().ttl, 5);

@@ -71,8 +71,8 @@ fn rdata(zone: &ZoneSnapshot, name: &str, rtype: RecordType) -> Vec<String> {
             v.sort();
             v
         }
-        Lookup::NoData => vec!["NODATA".into()],
-        Lookup::NxDomain => vec!["NXDOMAIN".into()],
+        Lookup::NoData(_) => vec!["NODATA".into()],
+        Lookup::NxDomain(_) => vec!["NXDOMAIN".into()],
     }
 }
 
