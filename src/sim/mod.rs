@@ -251,6 +251,18 @@ impl Simulator {
     /// tasks a Docker bridge address (which must never be published). Emits TASK_RUNNING.
     /// Apps with health checks start with no results (not yet healthy), as in Marathon.
     pub fn start_task(&self, app_id: &str, host: &str, container_ips: &[IpAddr]) -> Option<String> {
+        self.start_task_with_ports(app_id, host, container_ips, None)
+    }
+
+    /// Like [`Self::start_task`], with the host ports given (for tests that run real backends
+    /// on them).
+    pub fn start_task_with_ports(
+        &self,
+        app_id: &str,
+        host: &str,
+        container_ips: &[IpAddr],
+        host_ports: Option<Vec<u16>>,
+    ) -> Option<String> {
         let uuid = self.next_uuid();
         let n = self.node.shared.counter.fetch_add(1, Ordering::Relaxed);
         let (task, app) = {
@@ -274,7 +286,8 @@ impl Simulator {
                 host: host.into(),
                 slave_id: "a1b2c3d4-0000-4000-8000-000000000000-S1".into(),
                 state: "TASK_RUNNING".into(),
-                ports: (0..port_count as u16).map(|i| base + i).collect(),
+                ports: host_ports
+                    .unwrap_or_else(|| (0..port_count as u16).map(|i| base + i).collect()),
                 ip_addresses,
                 health: Vec::new(),
             };
