@@ -235,7 +235,21 @@ fn mixed_case(name: &str, seed: usize) -> String {
 async fn marathon_dns_matches_knot() {
     let sim = Simulator::start().await.expect("sim");
     populate(&sim);
-    let running = start_against(&sim, |_| {}).await;
+    // Static records of every kind next to the generated ones: the export must carry them too.
+    let zones = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        zones.path().join("marathon.local.zone"),
+        "$ORIGIN marathon.local.\n$TTL 30\n\
+         @ 60 IN SOA ns1 hostmaster ( 1 60 30 3600 5 )\n@ 60 IN NS ns1\n@ 60 IN NS ns2\n\
+         ns1 60 IN A 127.0.0.1\nns2 60 IN A 127.0.0.2\nns2 60 IN AAAA ::2\n\
+         notes IN TXT \"hello world\" \"semi;colon \\\"quoted\\\"\"\n\
+         mail IN MX 10 mx1.marathon.local.\nmx1 IN A 10.9.0.1\n\
+         www IN CNAME web-alias.g1.marathon.local.\nweb-alias.g1 IN A 10.9.0.2\n\
+         ext IN CNAME www.example.org.\n",
+    )
+    .expect("zone file");
+    let zones_dir = zones.path().to_path_buf();
+    let running = start_against(&sim, |s| s.zones_dir = zones_dir).await;
     let zone = running.store.marathon();
     let text = export::master_file(&zone);
     let knot = start_knot(&text, "marathon.local").await;
@@ -290,6 +304,8 @@ async fn marathon_dns_matches_knot() {
         RecordType::NS,
         RecordType::TXT,
         RecordType::ANY,
+        RecordType::MX,
+        RecordType::CNAME,
     ];
     let transports = [
         Transport::Udp(Some(4096)),
@@ -312,6 +328,27 @@ async fn marathon_dns_matches_knot() {
                 types[(i + k * 3) % types.len()]
             };
             queries.push((name.clone(), rtype, transports[(i + k) % transports.len()]));
+        }
+    }
+    // The static names with every type.
+    for name in [
+        "marathon.local.",
+        "notes",
+        "mail",
+        "www",
+        "ext",
+        "ns2",
+        "mx1",
+        "web-alias.g1",
+        "g1",
+    ] {
+        let name = if name.ends_with('.') {
+            name.to_string()
+        } else {
+            format!("{name}.marathon.local.")
+        };
+        for rtype in types {
+            queries.push((name.clone(), rtype, Transport::Udp(Some(4096))));
         }
     }
     // SRV names of big apps over every transport: the truncation cases.

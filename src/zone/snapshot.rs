@@ -217,16 +217,20 @@ impl ZoneSnapshot {
             record,
             glue: match &record.data {
                 RData::SRV(srv) => [self.srv_glue(&LowerName::new(&srv.target)), NO_GLUE],
-                RData::NS(ns) => {
-                    let host = LowerName::new(&ns.0);
-                    [
-                        self.rrset(&host, RecordType::A).unwrap_or(NO_GLUE),
-                        self.rrset(&host, RecordType::AAAA).unwrap_or(NO_GLUE),
-                    ]
-                }
+                // RFC 1035 §3.3.9, §3.3.11: NS and MX cause A (and AAAA) additional processing.
+                RData::NS(ns) => self.addresses(&ns.0),
+                RData::MX(mx) => self.addresses(&mx.exchange),
                 _ => [NO_GLUE, NO_GLUE],
             },
         }
+    }
+
+    fn addresses(&self, host: &Name) -> [&[Record]; 2] {
+        let host = LowerName::new(host);
+        [
+            self.rrset(&host, RecordType::A).unwrap_or(NO_GLUE),
+            self.rrset(&host, RecordType::AAAA).unwrap_or(NO_GLUE),
+        ]
     }
 
     fn srv_glue(&self, target: &LowerName) -> &[Record] {
