@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use common::*;
 use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
@@ -471,5 +472,68 @@ async fn without_a_zone_file_the_zone_still_has_soa_and_ns() {
         ),
         ["ns1.marathon.local."]
     );
+    running.shutdown().await;
+}
+
+/// Thousands of random and mutated packets: every reply decodes, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_random_and_mutated_packets() {
+    let (_sim, running) = cluster().await;
+    let dns = running.udp[0];
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    sock.connect(dns).await.expect("connect");
+    let valid = query_message("_web._tcp.prod.marathon.local", RecordType::SRV, Some(4096))
+        .to_vec()
+        .expect("encode");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut replies = 0;
+    let mut buf = vec![0u8; 65_535];
+    for i in 0..3000 {
+        let packet: Vec<u8> = if i % 2 == 0 {
+            let len = (next() % 600) as usize;
+            (0..len).map(|_| next() as u8).collect()
+        } else {
+            let mut p = valid.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % p.len();
+                p[at] = next() as u8;
+            }
+            p.truncate(p.len() - (next() % 4) as usize);
+            p
+        };
+        sock.send(&packet).await.expect("send");
+        // Drain whatever came back so far; every reply must be a well-formed DNS message.
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(0), sock.recv(&mut buf)).await
+        {
+            assert!(
+                Message::from_vec(&buf[..n]).is_ok(),
+                "undecodable reply to packet {i}"
+            );
+            replies += 1;
+        }
+    }
+    assert!(replies > 100, "only {replies} replies");
+    // Still serving, over UDP and TCP.
+    let m = udp(
+        dns,
+        &query_message("_web._tcp.prod.marathon.local", RecordType::SRV, Some(4096)),
+    )
+    .await;
+    assert_eq!(srv(&m).len(), 3);
+    let t = tcp(
+        running.tcp[0],
+        &query_message("web.prod.marathon.local", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(t.answers.len(), 3);
     running.shutdown().await;
 }
