@@ -11,7 +11,7 @@ use hickory_proto::rr::Record;
 use reqwest::Url;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cluster::{AppId, Cluster};
 use crate::marathon::client::MarathonClient;
@@ -130,6 +130,8 @@ pub struct Syncer {
     connect_pending: bool,
     /// The last build skipped tasks whose agent name did not resolve: publish again soon.
     unresolved_hosts: bool,
+    /// Resyncs are failing: an outage is logged when it starts and when it ends.
+    resync_failing: bool,
 }
 
 fn unix_now() -> u64 {
@@ -162,6 +164,7 @@ impl Syncer {
             dirty: false,
             connect_pending: false,
             unresolved_hosts: false,
+            resync_failing: false,
         }
     }
 
@@ -309,6 +312,9 @@ impl Syncer {
                     if std::mem::take(&mut self.connect_pending) {
                         self.status.stream_synced.store(true, Ordering::Release);
                     }
+                    if std::mem::take(&mut self.resync_failing) {
+                        info!("Marathon answers again; the zone is up to date");
+                    }
                     if !self.status.synced.swap(true, Ordering::AcqRel) {
                         info!(
                             apps = self.cluster.apps.len(),
@@ -322,7 +328,14 @@ impl Syncer {
             }
         }
         self.status.failed_resyncs.fetch_add(1, Ordering::Relaxed);
-        warn!("full resync failed, serving the last good zone: {last_error}");
+        if self.resync_failing {
+            debug!("full resync failed again: {last_error}");
+        } else {
+            warn!(
+                "full resync failed, serving the last good zone and retrying with backoff (logged once): {last_error}"
+            );
+            self.resync_failing = true;
+        }
         self.status.changed.notify_waiters();
         false
     }

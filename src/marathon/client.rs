@@ -62,12 +62,8 @@ pub enum ClientError {
          cluster or terminate TLS in front of Marathon"
     )]
     Https(String),
-    #[error("request to {url} failed: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("request to {url} failed: {reason}")]
+    Http { url: String, reason: String },
     #[error("{url} answered HTTP {status}")]
     Status { url: String, status: StatusCode },
     #[error("{url}: {source}")]
@@ -140,6 +136,21 @@ fn redact(raw: &str) -> String {
     }
 }
 
+/// An error and its causes on one line (`a: b: c`), so that the log says *why*.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// The Marathon REST client.
 #[derive(Debug, Clone)]
 pub struct MarathonClient {
@@ -156,9 +167,9 @@ impl MarathonClient {
             .timeout(cfg.request_timeout)
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|source| ClientError::Http {
+            .map_err(|e| ClientError::Http {
                 url: String::new(),
-                source,
+                reason: chain(&e),
             })?;
         Ok(Self { http, cfg })
     }
@@ -178,9 +189,9 @@ impl MarathonClient {
             if let Some(auth) = &self.cfg.auth {
                 req = req.header(header::AUTHORIZATION, auth.header_value());
             }
-            let resp = req.send().await.map_err(|source| ClientError::Http {
+            let resp = req.send().await.map_err(|e| ClientError::Http {
                 url: url.to_string(),
-                source: source.without_url(),
+                reason: chain(&e.without_url()),
             })?;
             let status = resp.status();
             if status.is_redirection() {
@@ -208,9 +219,9 @@ impl MarathonClient {
                     status,
                 });
             }
-            return resp.text().await.map_err(|source| ClientError::Http {
+            return resp.text().await.map_err(|e| ClientError::Http {
                 url: url.to_string(),
-                source: source.without_url(),
+                reason: chain(&e.without_url()),
             });
         }
         Err(ClientError::Status {
@@ -242,12 +253,13 @@ impl MarathonClient {
                 Ok(body) => match convert::leader_response(&body) {
                     Ok(l) => l,
                     Err(e) => {
-                        tracing::warn!("{base}: unusable /v2/leader answer: {e}");
+                        tracing::debug!("{base}: unusable /v2/leader answer: {e}");
                         continue;
                     }
                 },
                 Err(e) => {
-                    tracing::warn!("leader lookup failed: {e}");
+                    // The caller's own failure, if any, is what gets logged.
+                    tracing::debug!("leader lookup failed: {e}");
                     continue;
                 }
             };

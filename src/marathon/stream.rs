@@ -68,8 +68,8 @@ fn base_of(events: &Url) -> Url {
 enum Ended {
     /// A standby answered 302: connect here next, at once.
     Redirect(Url),
-    /// Error or EOF: back off, then look the leader up again.
-    Failed,
+    /// Error or EOF (why): back off, then look the leader up again.
+    Failed(String),
 }
 
 /// Run until `shutdown`: keep one event stream open and forward what it says to `tx`.
@@ -85,6 +85,8 @@ pub async fn run(
     let mut redirects = 0;
     // Rotates through the candidates on failure, so one dead Marathon is not retried forever.
     let mut failures = 0usize;
+    // An outage is logged once, when it starts, and once when it ends; not per retry.
+    let mut failing = false;
     loop {
         let events = match next.take() {
             Some(u) => Some(u),
@@ -100,10 +102,10 @@ pub async fn run(
             Some(url) => {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    ended = connect_once(&client, url, read_timeout, &tx, &status, &mut backoff) => ended,
+                    ended = connect_once(&client, url, read_timeout, &tx, &status, &mut backoff, &mut failing) => ended,
                 }
             }
-            None => Ended::Failed,
+            None => Ended::Failed("no Marathon URL".into()),
         };
         status.set_stream_connected(false);
         if tx.send(StreamMessage::Disconnected).await.is_err() {
@@ -119,7 +121,17 @@ pub async fn run(
                 next = Some(url);
                 continue;
             }
-            _ => redirects = 0,
+            Ended::Redirect(url) => {
+                redirects = 0;
+                report(
+                    &mut failing,
+                    format!("too many redirects, last to {}", base_of(&url)),
+                );
+            }
+            Ended::Failed(why) => {
+                redirects = 0;
+                report(&mut failing, why);
+            }
         }
         failures = failures.wrapping_add(1);
         status.count_reconnect();
@@ -131,6 +143,15 @@ pub async fn run(
     }
 }
 
+fn report(failing: &mut bool, why: String) {
+    if *failing {
+        debug!("event stream still down: {why}");
+    } else {
+        warn!("event stream down, retrying with backoff (logged once): {why}");
+        *failing = true;
+    }
+}
+
 async fn connect_once(
     client: &MarathonClient,
     url: Url,
@@ -138,11 +159,13 @@ async fn connect_once(
     tx: &mpsc::Sender<StreamMessage>,
     status: &SyncStatus,
     backoff: &mut Duration,
+    failing: &mut bool,
 ) -> Ended {
     let base = base_of(&url);
     if url.scheme() != "http" {
-        warn!("cannot follow Marathon to {base}: https is not supported (no TLS built in)");
-        return Ended::Failed;
+        return Ended::Failed(format!(
+            "cannot follow Marathon to {base}: https is not supported (no TLS built in)"
+        ));
     }
     let transport = match HyperTransport::builder()
         .connect_timeout(Duration::from_secs(5))
@@ -151,23 +174,22 @@ async fn connect_once(
     {
         Ok(t) => t,
         Err(e) => {
-            warn!("cannot build the event-stream transport: {e}");
-            return Ended::Failed;
+            return Ended::Failed(format!("cannot build the event-stream transport: {e}"));
         }
     };
     let mut builder = match ClientBuilder::for_url(url.as_str()) {
         Ok(b) => b.reconnect(ReconnectOptions::reconnect(false).build()),
         Err(e) => {
-            warn!("invalid event-stream URL {base}: {e}");
-            return Ended::Failed;
+            return Ended::Failed(format!("invalid event-stream URL {base}: {e}"));
         }
     };
     if let Some(auth) = client.auth() {
         builder = match builder.header("Authorization", &auth.header_value()) {
             Ok(b) => b,
             Err(_) => {
-                warn!("the Marathon credentials do not form a valid HTTP header");
-                return Ended::Failed;
+                return Ended::Failed(
+                    "the Marathon credentials do not form a valid HTTP header".into(),
+                );
             }
         };
     }
@@ -176,20 +198,23 @@ async fn connect_once(
     while let Some(item) = stream.next().await {
         match item {
             Ok(SSE::Connected(_)) => {
-                info!("event stream connected to {base}");
+                debug!("event stream connected to {base}");
                 status.set_stream_connected(true);
                 if tx
                     .send(StreamMessage::Connected(base.clone()))
                     .await
                     .is_err()
                 {
-                    return Ended::Failed;
+                    return Ended::Failed("shutting down".into());
                 }
             }
             Ok(SSE::Event(ev)) => {
                 // Only a stream that delivers counts as healthy: during elections Marathon
                 // answers 200 and closes at once, which must keep backing off.
                 *backoff = BACKOFF_MIN;
+                if std::mem::take(failing) {
+                    info!("event stream to {base} is back");
+                }
                 status.count_event();
                 match decode_event(&ev.event_type, &ev.data) {
                     Ok(Decoded::Unknown) => {
@@ -199,7 +224,7 @@ async fn connect_once(
                     Ok(Decoded::Irrelevant) => {}
                     Ok(decoded) => {
                         if tx.send(StreamMessage::Event(decoded)).await.is_err() {
-                            return Ended::Failed;
+                            return Ended::Failed("shutting down".into());
                         }
                     }
                     Err(e) => {
@@ -217,30 +242,27 @@ async fn connect_once(
                     .and_then(|l| url.join(l).ok());
                 return match location {
                     Some(l) => Ended::Redirect(l),
-                    None => {
-                        warn!(
-                            "{base} answered {} without a Location header",
-                            resp.status()
-                        );
-                        Ended::Failed
-                    }
+                    None => Ended::Failed(format!(
+                        "{base} answered {} without a Location header",
+                        resp.status()
+                    )),
                 };
             }
             Err(SseError::UnexpectedResponse(resp, _)) => {
-                warn!("event stream at {base} answered HTTP {}", resp.status());
-                return Ended::Failed;
+                return Ended::Failed(format!(
+                    "event stream at {base} answered HTTP {}",
+                    resp.status()
+                ));
             }
             Err(SseError::Eof) => {
-                info!("event stream at {base} closed");
-                return Ended::Failed;
+                return Ended::Failed(format!("event stream at {base} closed"));
             }
             Err(e) => {
-                warn!("event stream at {base} failed: {e}");
-                return Ended::Failed;
+                return Ended::Failed(format!("event stream at {base} failed: {e}"));
             }
         }
     }
-    Ended::Failed
+    Ended::Failed(format!("event stream at {base} ended"))
 }
 
 #[cfg(test)]
