@@ -277,67 +277,67 @@ impl Syncer {
     /// Replace the model with Marathon's full view. False if Marathon could not be read.
     async fn full_resync(&mut self) -> bool {
         self.status.resyncs.fetch_add(1, Ordering::Relaxed);
-        let mut last_error = String::from("no Marathon URL");
-        // The stream's Marathon first; if it fails, every candidate.
-        let mut bases: Vec<Url> = self.base.iter().cloned().collect();
-        let mut widened = false;
-        let mut i = 0;
-        loop {
-            if i == bases.len() {
-                if widened {
-                    break;
+        // The stream's Marathon first; only if it fails, every other candidate.
+        let mut fetched = Err(String::from("no Marathon URL"));
+        if let Some(base) = &self.base {
+            fetched = self.client.apps(base).await.map_err(|e| e.to_string());
+        }
+        if fetched.is_err() {
+            for base in self.client.candidates().await {
+                if Some(&base) == self.base.as_ref() {
+                    continue;
                 }
-                widened = true;
-                let more = self.client.candidates().await;
-                bases.extend(more.into_iter().filter(|u| Some(u) != self.base.as_ref()));
-                if i == bases.len() {
+                fetched = self.client.apps(&base).await.map_err(|e| e.to_string());
+                if fetched.is_ok() {
                     break;
                 }
             }
-            let base = bases[i].clone();
-            i += 1;
-            match self.client.apps(&base).await {
-                Ok((apps, skipped)) => {
-                    for s in skipped {
-                        warn!("skipping an app Marathon sent that cannot be parsed: {s}");
-                    }
-                    let mut cluster = Cluster::default();
-                    for app in apps {
-                        cluster.apps.insert(app.id.clone(), app);
-                    }
-                    self.cluster = cluster;
-                    self.refetch.clear();
-                    self.not_apps.clear();
-                    self.publish().await;
-                    if std::mem::take(&mut self.connect_pending) {
-                        self.status.stream_synced.store(true, Ordering::Release);
-                    }
-                    if std::mem::take(&mut self.resync_failing) {
-                        info!("Marathon answers again; the zone is up to date");
-                    }
-                    if !self.status.synced.swap(true, Ordering::AcqRel) {
-                        info!(
-                            apps = self.cluster.apps.len(),
-                            "initial sync from Marathon complete"
-                        );
-                    }
-                    self.status.changed.notify_waiters();
-                    return true;
-                }
-                Err(e) => last_error = e.to_string(),
+        }
+        let ok = match fetched {
+            Ok((apps, skipped)) => {
+                self.replace_model(apps, skipped).await;
+                true
             }
-        }
-        self.status.failed_resyncs.fetch_add(1, Ordering::Relaxed);
-        if self.resync_failing {
-            debug!("full resync failed again: {last_error}");
-        } else {
-            warn!(
-                "full resync failed, serving the last good zone and retrying with backoff (logged once): {last_error}"
-            );
-            self.resync_failing = true;
-        }
+            Err(last_error) => {
+                self.status.failed_resyncs.fetch_add(1, Ordering::Relaxed);
+                if self.resync_failing {
+                    debug!("full resync failed again: {last_error}");
+                } else {
+                    warn!(
+                        "full resync failed, serving the last good zone and retrying with backoff (logged once): {last_error}"
+                    );
+                    self.resync_failing = true;
+                }
+                false
+            }
+        };
         self.status.changed.notify_waiters();
-        false
+        ok
+    }
+
+    /// Take a full snapshot as the model and publish it.
+    async fn replace_model(&mut self, apps: Vec<crate::cluster::App>, skipped: Vec<String>) {
+        for s in skipped {
+            warn!("skipping an app Marathon sent that cannot be parsed: {s}");
+        }
+        self.cluster = Cluster {
+            apps: apps.into_iter().map(|app| (app.id.clone(), app)).collect(),
+        };
+        self.refetch.clear();
+        self.not_apps.clear();
+        self.publish().await;
+        if std::mem::take(&mut self.connect_pending) {
+            self.status.stream_synced.store(true, Ordering::Release);
+        }
+        if std::mem::take(&mut self.resync_failing) {
+            info!("Marathon answers again; the zone is up to date");
+        }
+        if !self.status.synced.swap(true, Ordering::AcqRel) {
+            info!(
+                apps = self.cluster.apps.len(),
+                "initial sync from Marathon complete"
+            );
+        }
     }
 
     /// Build the zone from the model and publish it if its records differ.

@@ -6,7 +6,6 @@
 //! [`crate::marathon::convert`].
 
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 /// `GET /v2/apps?embed=apps.tasks`.
 #[derive(Debug, Deserialize)]
@@ -49,8 +48,6 @@ pub struct WireApp {
     pub health_checks: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     pub tasks: Option<Vec<WireTask>>,
-    #[serde(default)]
-    pub labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]

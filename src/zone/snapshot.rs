@@ -253,19 +253,6 @@ impl ZoneSnapshot {
         }
         out
     }
-
-    /// Number of records, SOA included.
-    pub fn len(&self) -> usize {
-        self.nodes
-            .values()
-            .flat_map(|n| n.rrsets.values())
-            .map(Vec::len)
-            .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -44,11 +44,4 @@ impl ZoneStore {
             .max_by_key(|z| z.origin().num_labels())
             .cloned()
     }
-
-    /// Every zone, Marathon first.
-    pub fn all(&self) -> Vec<ZoneRef> {
-        std::iter::once(self.marathon())
-            .chain(self.statics.iter().cloned())
-            .collect()
-    }
 }
