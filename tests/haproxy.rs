@@ -100,13 +100,6 @@ async fn resolved_servers(sock: &std::path::Path, backend: &str) -> BTreeSet<(St
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_server_template_follows_marathon() {
     let sim = Simulator::start().await.expect("sim");
@@ -158,11 +151,8 @@ async fn haproxy_server_template_follows_marathon() {
     );
     let cfg_path = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg_path, cfg).expect("config");
-    let haproxy = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("haproxy");
-    let check = Command::new(haproxy)
+    let haproxy = daemon("haproxy");
+    let check = Command::new(&haproxy)
         .arg("-c")
         .arg("-f")
         .arg(&cfg_path)
@@ -174,7 +164,7 @@ async fn haproxy_server_template_follows_marathon() {
         String::from_utf8_lossy(&check.stderr)
     );
     let _haproxy = Haproxy(
-        Command::new(haproxy)
+        Command::new(&haproxy)
             .arg("-db")
             .arg("-f")
             .arg(&cfg_path)

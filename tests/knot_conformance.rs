@@ -63,17 +63,6 @@ impl Drop for Knot {
     }
 }
 
-fn free_port() -> u16 {
-    // Bind TCP and UDP on the same port, then release it for knotd.
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().expect("addr").port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 async fn start_knot(zone_text: &str, origin: &str) -> Knot {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
@@ -92,12 +81,7 @@ async fn start_knot(zone_text: &str, origin: &str) -> Knot {
         r = root.display()
     );
     std::fs::write(root.join("knot.conf"), conf).expect("conf");
-    // Debian installs it in /usr/sbin, which is not on every user's PATH.
-    let knotd = ["/usr/sbin/knotd", "/usr/bin/knotd"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("knotd");
-    let child = Command::new(knotd)
+    let child = Command::new(daemon("knotd"))
         .arg("-c")
         .arg(root.join("knot.conf"))
         .stdout(Stdio::null())

@@ -191,3 +191,23 @@ pub fn rr_types_in_order(raw: &[u8]) -> [Vec<u16>; 3] {
     }
     out
 }
+
+/// A loopback port free for both TCP and UDP, released for a peer program to bind.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A Debian daemon's path: /usr/sbin is not on every user's PATH.
+pub fn daemon(name: &str) -> String {
+    ["/usr/sbin", "/usr/bin"]
+        .iter()
+        .map(|dir| format!("{dir}/{name}"))
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| name.to_string())
+}
