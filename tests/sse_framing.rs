@@ -91,7 +91,7 @@ fn check(events: &[Decoded]) {
 async fn real_capture_with_lf_endings() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/marathon-fixtures/sse/v2-events-stream-sample.txt"
+        "/tests/fixtures/sse/v2-events-stream-sample.txt"
     );
     let body = std::fs::read(path).expect("fixture");
     check(&decoded_events(body, 3).await);
@@ -101,7 +101,7 @@ async fn real_capture_with_lf_endings() {
 async fn jetty_crlf_framing_with_split_heartbeats() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/marathon-fixtures/sse/v2-events-stream-sample.txt"
+        "/tests/fixtures/sse/v2-events-stream-sample.txt"
     );
     let text = std::fs::read_to_string(path).expect("fixture");
     // Jetty: CRLF everywhere, and a heartbeat (bare CRLF) between events.

@@ -2,8 +2,8 @@
 //!
 //! Only this module and the simulator know these shapes. Every field is optional or defaulted
 //! because Marathon omitted empty arrays before 1.6 and renamed fields across versions
-//! (see `../shared/docs/marathon-api.md`). Conversion into the domain model lives in
-//! [`crate::marathon::convert`].
+//! (real payloads of each era are in `tests/fixtures/`; its README notes where Marathon's docs
+//! and code differ). Conversion into the domain model lives in [`crate::marathon::convert`].
 
 use serde::Deserialize;
 
