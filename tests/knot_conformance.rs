@@ -27,16 +27,16 @@ enum Deliberate {
     DefinedAppWithoutTasks,
     /// A dual-stack SRV target: we send only its A record as glue, Knot sends A and AAAA.
     /// HAProxy 2.6 takes whichever additional address comes first, ignoring resolve-prefer
-    /// (haproxy-notes §4, E27).
+    /// (docs/haproxy.md).
     AGlueOnlyForDualStack,
     /// The answer does not fit: we keep as many whole SRV+glue pairs as fit and set TC; Knot
     /// sends TC with zero answers, which HAProxy counts as an error and then empties the
-    /// backend (haproxy-notes §6, K1). The kept records must be a subset of the full answer.
+    /// backend (docs/haproxy.md, "Size"). The kept records must be a subset of the full answer.
     TruncationKeepsWholePairs,
     /// A large SRV answer that fits but whose glue does not all fit: Knot silently drops
     /// additional records (allowed by RFC 2181 §9); we keep glue for every SRV record or
     /// truncate whole pairs, because HAProxy falls back to per-target A queries and leaves
-    /// servers in MAINT without it (haproxy-notes §1, E2/E3).
+    /// servers in MAINT without it (docs/haproxy.md).
     FullGlueForEverySrv,
 }
 
