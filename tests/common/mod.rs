@@ -203,11 +203,52 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A Debian daemon's path: /usr/sbin is not on every user's PATH.
-pub fn daemon(name: &str) -> String {
-    ["/usr/sbin", "/usr/bin"]
-        .iter()
-        .map(|dir| format!("{dir}/{name}"))
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or_else(|| name.to_string())
+/// Set to `1` (`.ci/run` does) to make a missing external program a test failure, not a skip.
+pub const REQUIRE_INTEROP: &str = "MARATHON_DNS_REQUIRE_INTEROP";
+
+/// Where an external program is: the first executable `name` on `PATH`, then in the sbin
+/// directories (Debian puts daemons such as `knotd` and `haproxy` there, and they are not on
+/// every user's `PATH`).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
+/// An external program a test needs to prove interoperability (`dig`, `knotd`, `haproxy` …),
+/// from the Debian package `package`. When it is missing, print one line saying what is
+/// skipped and how to get it, and return `None`: the caller returns, and the test passes.
+/// With `MARATHON_DNS_REQUIRE_INTEROP=1` a missing program fails the test instead, so that CI
+/// cannot skip anything silently.
+pub fn require_program(name: &str, package: &str) -> Option<PathBuf> {
+    if let Some(path) = find_program(name) {
+        return Some(path);
+    }
+    if std::env::var(REQUIRE_INTEROP).is_ok_and(|v| v == "1") {
+        panic!(
+            "{name} not found on PATH nor in /usr/local/sbin, /usr/sbin, /sbin, and \
+             {REQUIRE_INTEROP}=1 forbids skipping — apt-get install {package}"
+        );
+    }
+    let line = format!("skipped: needs {name} — apt-get install {package}, or run .ci/run");
+    // Straight to the process's stderr: the test harness captures `eprintln!` of passing
+    // tests, and this line must be seen.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    None
 }
