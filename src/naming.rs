@@ -249,9 +249,16 @@ mod tests {
         assert_eq!(alone[0].1, "0000000a");
     }
 
+    /// The hash is part of the public names (long labels, task-label clashes): these values
+    /// must never change. FNV-1a 32-bit (published test vectors: "" → 0x811c9dc5,
+    /// "a" → 0xe40c292c, "foobar" → 0xbf9cf968), low 25 bits as 5 base32 digits, low first.
     #[test]
     fn hash_is_stable() {
-        assert_eq!(short_hash("x"), short_hash("x"));
-        assert_eq!(short_hash("x").len(), 5);
+        assert_eq!(short_hash(""), "fohzr");
+        assert_eq!(short_hash("a"), "mjkya");
+        assert_eq!(short_hash("x"), "heuyq");
+        assert_eq!(short_hash("foobar"), "il6zz");
+        assert_eq!(label(&"a".repeat(80)), format!("{}-vwzhu", "a".repeat(57)));
+        assert_eq!(task_label_base("no-uuid-here"), "ttkzbf");
     }
 }
