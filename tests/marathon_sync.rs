@@ -134,7 +134,17 @@ async fn health_checks_gate_publication() {
     let t2 = sim
         .start_task("/prod/web", "127.0.0.12", &[])
         .expect("task");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Events are applied in order: once a later event's change is visible, t2's was applied.
+    sim.add_app(SimApp::new(
+        "/marker",
+        SimNetwork::Host,
+        vec![SimPort::tcp(None, 0)],
+    ));
+    sim.start_task("/marker", "127.0.0.99", &[]).expect("task");
+    eventually("a later event applied", || async {
+        srv_count(dns, "_marker._tcp.marathon.local").await == 1
+    })
+    .await;
     assert_eq!(
         srv_count(dns, "_web._tcp.prod.marathon.local").await,
         1,
@@ -428,30 +438,34 @@ async fn network_modes_and_name_resolution() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_stream_is_reconnected_heartbeats_keep_it() {
+    let timeout = Duration::from_millis(500);
     // Marathon's heartbeat (a bare CRLF every 10 s, here 100 ms) keeps a quiet stream open.
     let sim = Simulator::start_on(([127, 0, 0, 1], 0).into(), Duration::from_millis(100))
         .await
         .expect("sim");
     sim.add_app(web_app());
-    let running = start_against(&sim, |s| s.stream_timeout = Duration::from_millis(500)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        running.status.reconnects(),
-        0,
-        "heartbeats must count as activity"
-    );
-    running.shutdown().await;
+    let beating = start_against(&sim, |s| s.stream_timeout = timeout).await;
 
     // A half-open connection (no bytes at all) is detected by the read timeout and replaced.
+    // Started after the other, with the same timeout, it is also the clock for the other:
+    // once it has been replaced twice, the heartbeat stream has been quiet (but for heartbeats)
+    // for more than twice the timeout.
     let silent = Simulator::start_on(([127, 0, 0, 1], 0).into(), Duration::from_secs(3600))
         .await
         .expect("sim");
     silent.add_app(web_app());
-    let running = start_against(&silent, |s| s.stream_timeout = Duration::from_millis(300)).await;
-    eventually("silent stream replaced", || async {
-        running.status.reconnects() >= 1
+    let running = start_against(&silent, |s| s.stream_timeout = timeout).await;
+    eventually("silent stream replaced twice", || async {
+        running.status.reconnects() >= 2
     })
     .await;
+    assert_eq!(
+        beating.status.reconnects(),
+        0,
+        "heartbeats must count as activity"
+    );
+    assert_eq!(sim.requests("/v2/events"), 1, "one stream, never replaced");
+    beating.shutdown().await;
     eventually("live again", || async { running.status.is_live() }).await;
     silent
         .start_task("/prod/web", "127.0.0.11", &[])
