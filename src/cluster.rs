@@ -117,6 +117,17 @@ pub enum ClusterEvent {
     AppTerminated { app_id: AppId },
 }
 
+impl ClusterEvent {
+    /// The app the event is about.
+    pub fn app_id(&self) -> &AppId {
+        match self {
+            Self::TaskStatus { app_id, .. }
+            | Self::TaskHealth { app_id, .. }
+            | Self::AppTerminated { app_id } => app_id,
+        }
+    }
+}
+
 /// What applying an event did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {

@@ -129,6 +129,10 @@ pub struct ServeArgs {
     /// Coalescing window: events arriving within it are published as one new zone.
     #[arg(long, env = "MARATHON_DNS_COALESCE", default_value = "20ms", value_parser = parse_duration)]
     pub coalesce: Duration,
+
+    /// UDP worker threads per listen address (default: one per core).
+    #[arg(long, env = "MARATHON_DNS_UDP_WORKERS")]
+    pub udp_workers: Option<usize>,
 }
 
 /// `marathon-dns dev`.

@@ -51,6 +51,7 @@ fn settings(args: &ServeArgs) -> Result<Settings> {
         coalesce: args.coalesce,
         serial_file: args.serial_file.clone(),
         tcp_idle_timeout: args.tcp_idle_timeout,
+        udp_workers: args.udp_workers.unwrap_or_else(server::default_udp_workers),
     })
 }
 

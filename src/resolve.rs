@@ -18,10 +18,29 @@ pub struct HostCache {
 }
 
 impl HostCache {
-    /// Resolve every host in `hosts` that is missing or due; forget hosts no longer used.
-    /// Returns the addresses of `hosts` (hosts never resolved map to nothing).
-    pub async fn resolve(&mut self, hosts: &BTreeSet<String>) -> BTreeMap<String, Vec<IpAddr>> {
+    /// Forget hosts no longer used (after a full resync, with every host in use).
+    pub fn retain(&mut self, hosts: &BTreeSet<String>) {
         self.entries.retain(|h, _| hosts.contains(h));
+    }
+
+    /// The known addresses of `host` (none if it never resolved).
+    pub fn addresses(&self, host: &str) -> Vec<IpAddr> {
+        self.entries
+            .get(host)
+            .map(|(ips, _)| ips.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every known host and its addresses, for a build that runs on another thread.
+    pub fn known(&self) -> BTreeMap<String, Vec<IpAddr>> {
+        self.entries
+            .iter()
+            .map(|(h, (ips, _))| (h.clone(), ips.clone()))
+            .collect()
+    }
+
+    /// Resolve every host in `hosts` that is missing or due.
+    pub async fn resolve(&mut self, hosts: &BTreeSet<String>) {
         let now = Instant::now();
         let due: Vec<&String> = hosts
             .iter()
@@ -59,10 +78,6 @@ impl HostCache {
                 }
             }
         }
-        self.entries
-            .iter()
-            .map(|(h, (ips, _))| (h.clone(), ips.clone()))
-            .collect()
     }
 }
 
@@ -75,9 +90,14 @@ mod tests {
         let mut cache = HostCache::default();
         let hosts: BTreeSet<String> =
             ["localhost".to_string(), "no-such-host.invalid".to_string()].into();
-        let got = cache.resolve(&hosts).await;
-        assert!(got["localhost"].iter().any(|ip| ip.is_loopback()));
-        assert!(got["no-such-host.invalid"].is_empty());
+        cache.resolve(&hosts).await;
+        assert!(
+            cache
+                .addresses("localhost")
+                .iter()
+                .any(|ip| ip.is_loopback())
+        );
+        assert!(cache.addresses("no-such-host.invalid").is_empty());
         // The failure is not looked up again at once (no second resolver wait per publish).
         let (_, at) = &cache.entries["no-such-host.invalid"];
         assert!(*at > Instant::now());

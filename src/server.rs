@@ -20,6 +20,7 @@ use crate::marathon::client::{self, Auth, ClientConfig, ClientError, MarathonCli
 use crate::marathon::stream;
 use crate::sync::{SyncConfig, SyncStatus, Syncer};
 use crate::zone::build::{self, SoaTemplate, ZoneConfig};
+use crate::zone::builder::ZoneBuilder;
 use crate::zone::snapshot::ZoneSnapshot;
 use crate::zone::store::ZoneStore;
 use crate::zone::zonefile::{self, ZoneFileError};
@@ -43,6 +44,13 @@ pub struct Settings {
     pub serial_file: Option<PathBuf>,
     /// Close TCP connections idle for this long (RFC 7766 §6.2.3).
     pub tcp_idle_timeout: Duration,
+    /// UDP fast-path threads per listen address; 0 lets hickory's UDP server answer.
+    pub udp_workers: usize,
+}
+
+/// One UDP worker per core.
+pub fn default_udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 impl Settings {
@@ -63,6 +71,7 @@ impl Settings {
             coalesce: Duration::from_millis(20),
             serial_file: None,
             tcp_idle_timeout: Duration::from_secs(10),
+            udp_workers: default_udp_workers(),
         }
     }
 }
@@ -98,7 +107,7 @@ impl Running {
     /// Stop everything and wait for it.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
-        let _ = self.dns.server.shutdown_gracefully().await;
+        self.dns.shutdown().await;
         while self.tasks.join_next().await.is_some() {}
     }
 
@@ -170,13 +179,9 @@ pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), Sta
             .unwrap_or(0),
         None => 0,
     };
-    let marathon = build::snapshot(
-        &cfg.soa,
-        build::next_serial(last_serial, now),
-        &cfg.zone,
-        build::Generated::default(),
-        &cfg.statics,
-    );
+    let serial = build::next_serial(last_serial, now);
+    let marathon =
+        ZoneBuilder::new(cfg.zone.clone(), cfg.soa.clone(), &cfg.statics, serial).snapshot(serial);
     let others = statics
         .into_iter()
         .map(|z| ZoneSnapshot::new(z.soa, z.records))
@@ -217,6 +222,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             max_udp_payload: settings.max_udp_payload,
         },
         settings.tcp_idle_timeout,
+        settings.udp_workers,
     )
     .await?;
     for addr in &dns.udp {

@@ -18,7 +18,8 @@ use crate::marathon::client::MarathonClient;
 use crate::marathon::convert::Decoded;
 use crate::marathon::stream::StreamMessage;
 use crate::resolve::HostCache;
-use crate::zone::build::{self, SoaTemplate, Warning, ZoneConfig};
+use crate::zone::build::{self, SoaTemplate, ZoneConfig};
+use crate::zone::builder::{Updated, ZoneBuilder};
 use crate::zone::store::ZoneStore;
 
 /// Observable state of the sync task (readiness, tests, metrics).
@@ -117,15 +118,17 @@ pub struct Syncer {
     store: Arc<ZoneStore>,
     status: Arc<SyncStatus>,
     cluster: Cluster,
+    /// The zone, updated per app; `None` only while a big update runs on a blocking thread.
+    builder: Option<ZoneBuilder>,
     hosts: HostCache,
     /// The Marathon the stream is attached to; REST goes there.
     base: Option<Url>,
-    warned: BTreeSet<Warning>,
     refetch: BTreeSet<AppId>,
     /// Ids that Marathon says are not apps (pods: their tasks' events carry the pod id). Task
     /// events for them do not trigger re-fetches until the next full resync.
     not_apps: BTreeSet<AppId>,
-    dirty: bool,
+    /// Apps whose records may have changed since the last publish.
+    dirty: BTreeSet<AppId>,
     /// The stream (re)connected and no full resync has completed since.
     connect_pending: bool,
     /// The last build skipped tasks whose agent name did not resolve: publish again soon.
@@ -147,21 +150,21 @@ impl Syncer {
         store: Arc<ZoneStore>,
         status: Arc<SyncStatus>,
     ) -> Self {
-        status
-            .serial
-            .store(store.marathon().serial(), Ordering::Release);
+        let serial = store.marathon().serial();
+        status.serial.store(serial, Ordering::Release);
+        let builder = ZoneBuilder::new(cfg.zone.clone(), cfg.soa.clone(), &cfg.statics, serial);
         Self {
             cfg,
             client,
             store,
             status,
             cluster: Cluster::default(),
+            builder: Some(builder),
             hosts: HostCache::default(),
             base: None,
-            warned: BTreeSet::new(),
             refetch: BTreeSet::new(),
             not_apps: BTreeSet::new(),
-            dirty: false,
+            dirty: BTreeSet::new(),
             connect_pending: false,
             unresolved_hosts: false,
             resync_failing: false,
@@ -180,7 +183,9 @@ impl Syncer {
         loop {
             if self.unresolved_hosts && flush_at.is_none() {
                 // Agents whose names did not resolve: try again without waiting for an event.
-                self.dirty = true;
+                if let Some(b) = &self.builder {
+                    self.dirty.extend(b.apps_with_unresolved_hosts());
+                }
                 flush_at = Some(Instant::now() + crate::resolve::RETRY_FAILED_AFTER);
             }
             let resync_sleep = next_resync.map(tokio::time::Instant::from_std);
@@ -201,7 +206,7 @@ impl Syncer {
                         }
                         StreamMessage::Event(decoded) => {
                             self.on_event(decoded);
-                            if self.dirty || !self.refetch.is_empty() {
+                            if !self.dirty.is_empty() || !self.refetch.is_empty() {
                                 let earliest = last_flush
                                     .map_or_else(Instant::now, |t| t + self.cfg.coalesce)
                                     .max(Instant::now());
@@ -238,7 +243,9 @@ impl Syncer {
         match decoded {
             Decoded::Apply(event) => {
                 let applied = self.cluster.apply(&event);
-                self.dirty |= applied.changed;
+                if applied.changed {
+                    self.dirty.insert(event.app_id().clone());
+                }
                 self.refetch
                     .extend(applied.refetch.filter(|id| !self.not_apps.contains(id)));
             }
@@ -253,25 +260,41 @@ impl Syncer {
         }
     }
 
-    /// Re-fetch the apps events asked for, then publish if anything changed.
+    /// Publish what events changed, then re-fetch the apps events asked for (concurrently:
+    /// a slow re-fetch must not hold back changes already known) and publish again.
     async fn flush(&mut self) {
-        if let Some(base) = self.base.clone() {
-            for id in std::mem::take(&mut self.refetch) {
-                match self.client.app(&base, &id).await {
-                    Ok(app) => {
-                        if app.is_none() {
-                            self.not_apps.insert(id.clone());
-                        }
-                        self.dirty |= self.cluster.replace_app(&id, app);
+        self.publish_dirty().await;
+        let Some(base) = self.base.clone() else {
+            return;
+        };
+        let ids = std::mem::take(&mut self.refetch);
+        if ids.is_empty() {
+            return;
+        }
+        let client = &self.client;
+        let fetched = futures_util::future::join_all(ids.into_iter().map(|id| {
+            let base = base.clone();
+            async move {
+                let got = client.app(&base, &id).await;
+                (id, got)
+            }
+        }))
+        .await;
+        for (id, got) in fetched {
+            match got {
+                Ok(app) => {
+                    if app.is_none() {
+                        self.not_apps.insert(id.clone());
                     }
-                    // The periodic resync heals what is missed here.
-                    Err(e) => warn!("re-fetching app {id} failed, keeping what is known: {e}"),
+                    if self.cluster.replace_app(&id, app) {
+                        self.dirty.insert(id);
+                    }
                 }
+                // The periodic resync heals what is missed here.
+                Err(e) => warn!("re-fetching app {id} failed, keeping what is known: {e}"),
             }
         }
-        if std::mem::take(&mut self.dirty) {
-            self.publish().await;
-        }
+        self.publish_dirty().await;
     }
 
     /// Replace the model with Marathon's full view. False if Marathon could not be read.
@@ -315,17 +338,53 @@ impl Syncer {
         ok
     }
 
-    /// Take a full snapshot as the model and publish it.
+    /// Take a full snapshot as the model and publish it. The zone is brought up to date on a
+    /// blocking thread: at 100,000 tasks that is real CPU work, which must not hold up the
+    /// runtime's other tasks (TCP answers).
     async fn replace_model(&mut self, apps: Vec<crate::cluster::App>, skipped: Vec<String>) {
         for s in skipped {
             warn!("skipping an app Marathon sent that cannot be parsed: {s}");
         }
-        self.cluster = Cluster {
+        let cluster = Cluster {
             apps: apps.into_iter().map(|app| (app.id.clone(), app)).collect(),
         };
+        let hosts = build::hosts_to_resolve(cluster.apps.values(), self.cfg.zone.include_unhealthy);
+        self.hosts.resolve(&hosts).await;
+        self.hosts.retain(&hosts);
+        let known = self.hosts.known();
+        let old = std::mem::take(&mut self.cluster);
+        let Some(mut builder) = self.builder.take() else {
+            return;
+        };
+        let joined = tokio::task::spawn_blocking(move || {
+            let ids: BTreeSet<AppId> = old
+                .apps
+                .keys()
+                .chain(cluster.apps.keys())
+                .cloned()
+                .collect();
+            let lookup = |h: &str| known.get(h).cloned().unwrap_or_default();
+            let updated = builder.update(&cluster, &ids, &lookup);
+            (cluster, builder, updated)
+        })
+        .await;
+        let Ok((cluster, builder, updated)) = joined else {
+            // Only a panic in the build gets here; the next resync starts from scratch.
+            warn!("zone build failed; serving the last good zone");
+            self.builder = Some(ZoneBuilder::new(
+                self.cfg.zone.clone(),
+                self.cfg.soa.clone(),
+                &self.cfg.statics,
+                self.store.marathon().serial(),
+            ));
+            return;
+        };
+        self.cluster = cluster;
+        self.builder = Some(builder);
+        self.dirty.clear();
         self.refetch.clear();
         self.not_apps.clear();
-        self.publish().await;
+        self.publish(updated);
         if std::mem::take(&mut self.connect_pending) {
             self.status.stream_synced.store(true, Ordering::Release);
         }
@@ -340,36 +399,43 @@ impl Syncer {
         }
     }
 
-    /// Build the zone from the model and publish it if its records differ.
-    async fn publish(&mut self) {
-        let hosts = build::hosts_to_resolve(&self.cluster, self.cfg.zone.include_unhealthy);
-        let resolved = self.hosts.resolve(&hosts).await;
-        let mut generated = build::generate(&self.cluster, &self.cfg.zone, &resolved);
-        for w in &generated.warnings {
-            if !self.warned.contains(w) {
-                warn!("{w}");
-            }
-        }
-        self.unresolved_hosts = generated
-            .warnings
-            .iter()
-            .any(|w| matches!(w, Warning::UnresolvedHost { .. }));
-        self.warned = std::mem::take(&mut generated.warnings);
-        let current = self.store.marathon();
-        // Built at the current serial so that equal content compares equal.
-        let mut zone = build::snapshot(
-            &self.cfg.soa,
-            current.serial(),
-            &self.cfg.zone,
-            generated,
-            &self.cfg.statics,
-        );
-        if zone.same_content(&current) {
+    /// Bring the records of the apps events changed up to date and publish them.
+    async fn publish_dirty(&mut self) {
+        if self.dirty.is_empty() {
             return;
         }
-        let serial = build::next_serial(current.serial(), unix_now());
-        zone.set_serial(serial);
-        self.store.publish(zone);
+        let dirty = std::mem::take(&mut self.dirty);
+        let hosts = build::hosts_to_resolve(
+            dirty.iter().filter_map(|id| self.cluster.apps.get(id)),
+            self.cfg.zone.include_unhealthy,
+        );
+        if !hosts.is_empty() {
+            self.hosts.resolve(&hosts).await;
+        }
+        let Some(builder) = self.builder.as_mut() else {
+            return;
+        };
+        let hosts = &self.hosts;
+        let lookup = |h: &str| hosts.addresses(h);
+        let updated = builder.update(&self.cluster, &dirty, &lookup);
+        self.publish(updated);
+    }
+
+    /// Publish the builder's zone at a new serial if its records changed.
+    fn publish(&mut self, updated: Updated) {
+        for w in &updated.new_warnings {
+            warn!("{w}");
+        }
+        let Some(builder) = self.builder.as_mut() else {
+            return;
+        };
+        self.unresolved_hosts = !builder.apps_with_unresolved_hosts().is_empty();
+        if !updated.changed {
+            return;
+        }
+        let serial = build::next_serial(builder.serial(), unix_now());
+        let zone = builder.snapshot(serial);
+        self.store.publish(Arc::new(zone));
         if let Some(path) = &self.cfg.serial_file
             && let Err(e) = crate::serial_file::write(path, serial)
         {

@@ -9,14 +9,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
 
 use common::*;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
-use marathon_dns::sim::{SimApp, SimNetwork, SimPort, Simulator};
+use marathon_dns::sim::Simulator;
 use marathon_dns::zone::export;
 
 /// Differences we keep on purpose.
@@ -112,67 +111,6 @@ async fn start_knot(knotd: &std::path::Path, zone_text: &str, origin: &str) -> K
 }
 
 /// A large cluster touching every naming rule.
-fn populate(sim: &Simulator) {
-    let v4 = |a: u8, b: u8| IpAddr::from([10, 40, a, b]);
-    for i in 0..240u16 {
-        let group = format!("/g{}/s{}", i % 7, i % 3);
-        let id = format!("{group}/app{i}");
-        let (network, ports) = match i % 6 {
-            0 => (
-                SimNetwork::Host,
-                vec![SimPort::tcp(Some("http"), 0), SimPort::tcp(None, 0)],
-            ),
-            1 => (
-                SimNetwork::Host,
-                vec![SimPort::tcp(None, 0).with_protocol("udp,tcp")],
-            ),
-            2 => (
-                SimNetwork::Bridge,
-                vec![
-                    SimPort::tcp(Some("api"), 8080),
-                    SimPort::tcp(None, 9090).with_protocol("udp"),
-                ],
-            ),
-            3 => (SimNetwork::Container, vec![SimPort::tcp(Some("db"), 5432)]),
-            4 => (SimNetwork::Host, vec![SimPort::tcp(Some("web"), 0)]),
-            _ => (
-                SimNetwork::Container,
-                vec![SimPort::tcp(None, 80), SimPort::tcp(Some("admin"), 81)],
-            ),
-        };
-        let mut app = SimApp::new(&id, network, ports);
-        if i % 5 == 0 {
-            app = app.with_health_checks(1);
-        }
-        sim.add_app(app);
-        // Idle apps, big apps (truncation), ordinary ones.
-        let tasks = match i % 40 {
-            7 => 0,
-            13 => 45,
-            _ => 1 + usize::from(i % 4),
-        };
-        for t in 0..tasks {
-            let (a, b) = ((i % 250) as u8, (t % 250) as u8 + 1);
-            let ips: Vec<IpAddr> = match (network, i % 4) {
-                (SimNetwork::Container, 0) => {
-                    vec![IpAddr::from_str(&format!("fd00::{i:x}:{t:x}")).expect("v6")]
-                }
-                (SimNetwork::Container, 1) => vec![
-                    v4(a, b),
-                    IpAddr::from_str(&format!("fd00::{i:x}:{t:x}")).expect("v6"),
-                ],
-                _ => vec![v4(a, b)],
-            };
-            let host = format!("192.0.2.{}", (t % 200) + 1);
-            let task = sim.start_task(&id, &host, &ips).expect("task");
-            if i % 5 == 0 {
-                // Every third task of a health-checked app is unhealthy.
-                sim.set_health(&task, t % 3 != 0);
-            }
-        }
-    }
-}
-
 /// Records as comparable text: lower-case owner, type, TTL, RDATA.
 fn set(records: &[Record]) -> BTreeSet<String> {
     records
@@ -222,20 +160,10 @@ async fn marathon_dns_matches_knot() {
         return;
     };
     let sim = Simulator::start().await.expect("sim");
-    populate(&sim);
+    populate_conformance(&sim);
     // Static records of every kind next to the generated ones: the export must carry them too.
     let zones = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        zones.path().join("marathon.local.zone"),
-        "$ORIGIN marathon.local.\n$TTL 30\n\
-         @ 60 IN SOA ns1 hostmaster ( 1 60 30 3600 5 )\n@ 60 IN NS ns1\n@ 60 IN NS ns2\n\
-         ns1 60 IN A 127.0.0.1\nns2 60 IN A 127.0.0.2\nns2 60 IN AAAA ::2\n\
-         notes IN TXT \"hello world\" \"semi;colon \\\"quoted\\\"\"\n\
-         mail IN MX 10 mx1.marathon.local.\nmx1 IN A 10.9.0.1\n\
-         www IN CNAME web-alias.g1.marathon.local.\nweb-alias.g1 IN A 10.9.0.2\n\
-         ext IN CNAME www.example.org.\n",
-    )
-    .expect("zone file");
+    std::fs::write(zones.path().join("marathon.local.zone"), CONFORMANCE_ZONE).expect("zone file");
     let zones_dir = zones.path().to_path_buf();
     let running = start_against(&sim, |s| s.zones_dir = zones_dir).await;
     let zone = running.store.marathon();

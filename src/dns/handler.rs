@@ -6,10 +6,9 @@
 //! truncation that keeps SRV records with their glue).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -17,7 +16,9 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
-use crate::zone::snapshot::{Entry, Lookup};
+use super::answer::{self, Plan};
+use crate::zone::data::Rec;
+use crate::zone::name;
 use crate::zone::store::ZoneStore;
 
 /// Our EDNS version (RFC 6891 §6.1.3).
@@ -38,67 +39,70 @@ pub struct AnswerOptions {
 pub struct DnsHandler {
     zones: Arc<ZoneStore>,
     options: AnswerOptions,
-    /// Rotates RRset order per response for load spreading.
-    rotation: AtomicUsize,
 }
 
 impl DnsHandler {
     pub fn new(zones: Arc<ZoneStore>, options: AnswerOptions) -> Self {
-        Self {
-            zones,
-            options,
-            rotation: AtomicUsize::new(0),
+        Self { zones, options }
+    }
+
+    /// The UDP size limit for a request: the client's EDNS size (at least 512) under the
+    /// server's cap, or 512 without EDNS (RFC 1035 §4.2.1, RFC 6891 §6.2.5).
+    pub fn udp_limit(&self, client_edns: Option<u16>) -> u16 {
+        match client_edns {
+            None => CLASSIC_UDP,
+            Some(size) => {
+                let size = size.max(CLASSIC_UDP);
+                match self.options.max_udp_payload {
+                    Some(cap) => size.min(cap.max(CLASSIC_UDP)),
+                    None => size,
+                }
+            }
         }
+    }
+
+    pub fn zones(&self) -> &ZoneStore {
+        &self.zones
     }
 }
 
-/// What goes into a response, before size limits.
-struct Plan<'a> {
-    rcode: ResponseCode,
-    authoritative: bool,
-    entries: Vec<Entry<'a>>,
-    authority: Option<&'a Record>,
+/// The plan's records as hickory records: answers (with their glue) and the authority SOA.
+struct Records {
+    entries: Vec<(Record, Vec<Record>)>,
+    authority: Option<Record>,
 }
 
-impl Plan<'_> {
-    fn error(rcode: ResponseCode) -> Self {
-        Self {
-            rcode,
-            authoritative: false,
-            entries: Vec::new(),
-            authority: None,
-        }
+fn hickory_record(owner: &[u8], ttl: u32, rec: &Rec) -> Option<Record> {
+    Some(Record::from_rdata(
+        name::to_name(owner),
+        ttl,
+        rec.rdata.to_hickory()?,
+    ))
+}
+
+impl Records {
+    fn of(plan: &Plan<'_>) -> Self {
+        let entries = (0..plan.len())
+            .filter_map(|i| plan.entry(i))
+            .filter_map(|(entry, glue)| {
+                let record = hickory_record(entry.owner, entry.rec.ttl, entry.rec)?;
+                let glue = glue
+                    .iter()
+                    .flatten()
+                    .flat_map(|(owner, set)| {
+                        set.records
+                            .iter()
+                            .filter_map(|r| hickory_record(owner, r.ttl, r))
+                    })
+                    .collect();
+                Some((record, glue))
+            })
+            .collect();
+        let authority = plan
+            .authority()
+            .and_then(|(owner, ttl, rec)| hickory_record(owner, ttl, rec));
+        Self { entries, authority }
     }
-}
-
-/// Encoded length of a name without compression.
-fn name_len(name: &hickory_proto::rr::Name) -> usize {
-    name.iter().map(|l| l.len() + 1).sum::<usize>() + 1
-}
-
-/// An upper bound of a record's encoded size, without compression.
-fn record_bound(r: &Record) -> usize {
-    use hickory_proto::rr::RData;
-    let rdata = match &r.data {
-        RData::A(_) => 4,
-        RData::AAAA(_) => 16,
-        RData::SRV(s) => 6 + name_len(&s.target),
-        RData::NS(n) => name_len(&n.0),
-        RData::SOA(s) => name_len(&s.mname) + name_len(&s.rname) + 20,
-        other => 64 + 2 * other.to_string().len(),
-    };
-    name_len(&r.name) + 10 + rdata
-}
-
-/// Cheap check that a plan fits without encoding it: the common case on the query path.
-fn surely_fits(request: &Request, plan: &Plan<'_>, limit: usize) -> bool {
-    let records: usize = plan
-        .entries
-        .iter()
-        .map(|e| record_bound(e.record) + e.glue().map(record_bound).sum::<usize>())
-        .sum::<usize>()
-        + plan.authority.map_or(0, record_bound);
-    12 + request.queries.as_bytes().len() + records + 11 <= limit
 }
 
 /// Whether the response with the first `keep` entries and their glue encodes completely
@@ -110,17 +114,17 @@ fn fits(
     request: &Request,
     edns: Option<&Edns>,
     metadata: Metadata,
-    plan: &Plan<'_>,
+    records: &Records,
     keep: usize,
     limit: usize,
 ) -> bool {
-    let entries = &plan.entries[..keep];
+    let entries = &records.entries[..keep];
     let response = MessageResponseBuilder::new(&request.queries, edns).build(
         metadata,
-        entries.iter().map(|e| e.record),
-        plan.authority,
+        entries.iter().map(|e| &e.0),
+        records.authority.iter(),
         std::iter::empty(),
-        entries.iter().flat_map(|e| e.glue()),
+        entries.iter().flat_map(|e| e.1.iter()),
     );
     let mut buf = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut buf);
@@ -140,105 +144,62 @@ impl RequestHandler for DnsHandler {
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
         // EDNS (RFC 6891): echo OPT with our version; hickory emits it last in ADDITIONAL.
-        let mut response_edns = None;
-        let mut udp_limit = CLASSIC_UDP;
-        if let Some(req_edns) = &request.edns {
+        let udp_limit = self.udp_limit(request.edns.as_ref().map(Edns::max_payload));
+        let response_edns = request.edns.as_ref().map(|_| {
             let mut edns = Edns::new();
             edns.set_version(EDNS_VERSION);
-            udp_limit = req_edns.max_payload().max(CLASSIC_UDP);
-            if let Some(cap) = self.options.max_udp_payload {
-                udp_limit = udp_limit.min(cap.max(CLASSIC_UDP));
-            }
             edns.set_max_payload(udp_limit);
-            response_edns = Some(edns);
-        }
+            edns
+        });
         let limit = match request.protocol() {
             Protocol::Udp => usize::from(udp_limit),
             _ => usize::from(u16::MAX),
         };
 
-        let zone;
-        let plan = if request
+        let records;
+        let (rcode, authoritative) = if request
             .edns
             .as_ref()
             .is_some_and(|e| e.version() > EDNS_VERSION)
         {
-            Plan::error(ResponseCode::BADVERS)
+            records = Records::of(&Plan::error(ResponseCode::BADVERS));
+            (ResponseCode::BADVERS, false)
         } else if request.metadata.op_code != OpCode::Query {
-            Plan::error(ResponseCode::NotImp)
+            records = Records::of(&Plan::error(ResponseCode::NotImp));
+            (ResponseCode::NotImp, false)
         } else if request.queries.len() != 1 {
-            Plan::error(ResponseCode::FormErr)
+            records = Records::of(&Plan::error(ResponseCode::FormErr));
+            (ResponseCode::FormErr, false)
         } else {
             let query = &request.queries.queries()[0];
-            let qtype = query.query_type();
-            let name = query.name();
-            zone = self.zones.find(name);
-            match &zone {
-                None => Plan::error(ResponseCode::Refused),
-                Some(_)
-                    if query.query_class() != DNSClass::IN
-                        && query.query_class() != DNSClass::ANY =>
-                {
-                    Plan::error(ResponseCode::Refused)
-                }
-                // Zone transfers are not offered (yet): RFC 5936 §2.2.1 allows refusing.
-                Some(_) if matches!(qtype, RecordType::AXFR | RecordType::IXFR) => {
-                    Plan::error(ResponseCode::Refused)
-                }
-                Some(_)
-                    if matches!(qtype, RecordType::OPT)
-                        || u16::from(qtype) >= 128 && u16::from(qtype) < 255 =>
-                {
-                    // Meta-types other than ANY/AXFR/IXFR are not queryable (RFC 6895 §3.1).
-                    Plan::error(ResponseCode::FormErr)
-                }
-                Some(z) => match z.lookup(name, qtype) {
-                    Lookup::Answer(mut entries) => {
-                        // Rotate one RRset; a CNAME chain keeps its order.
-                        let one_rrset = entries
-                            .iter()
-                            .all(|e| e.record.record_type() == entries[0].record.record_type());
-                        if entries.len() > 1 && one_rrset {
-                            let n = self.rotation.fetch_add(1, Ordering::Relaxed) % entries.len();
-                            entries.rotate_left(n);
-                        }
-                        Plan {
-                            rcode: ResponseCode::NoError,
-                            authoritative: true,
-                            entries,
-                            authority: None,
-                        }
-                    }
-                    Lookup::NoData(chain) => Plan {
-                        rcode: ResponseCode::NoError,
-                        authoritative: true,
-                        entries: chain,
-                        authority: Some(z.negative_soa()),
-                    },
-                    Lookup::NxDomain(chain) => Plan {
-                        rcode: ResponseCode::NXDomain,
-                        authoritative: true,
-                        entries: chain,
-                        authority: Some(z.negative_soa()),
-                    },
-                },
-            }
+            let qname = name::lower(query.name());
+            let (r, rcode, aa) = self.zones.with_zone(&qname, |zone| {
+                let plan = answer::plan(
+                    zone,
+                    &qname,
+                    query.query_type(),
+                    query.query_class(),
+                    request.metadata.id,
+                );
+                (Records::of(&plan), plan.rcode, plan.authoritative)
+            });
+            records = r;
+            (rcode, aa)
         };
 
-        metadata.response_code = plan.rcode;
-        metadata.authoritative = plan.authoritative;
+        metadata.response_code = rcode;
+        metadata.authoritative = authoritative;
         metadata.message_type = MessageType::Response;
 
         // Truncation: keep the largest prefix of whole entries (an SRV record together with its
         // target's address) that fits, and set TC if anything was left out.
-        let mut keep = plan.entries.len();
+        let mut keep = records.entries.len();
         let edns = response_edns.as_ref();
-        if !surely_fits(request, &plan, limit) && !fits(request, edns, metadata, &plan, keep, limit)
-        {
+        if !fits(request, edns, metadata, &records, keep, limit) {
             let (mut lo, mut hi) = (0usize, keep);
             while lo < hi {
                 let mid = (lo + hi).div_ceil(2);
-                if fits(request, edns, metadata, &plan, mid, limit) {
+                if fits(request, edns, metadata, &records, mid, limit) {
                     lo = mid;
                 } else {
                     hi = mid - 1;
@@ -248,13 +209,13 @@ impl RequestHandler for DnsHandler {
             metadata.truncation = true;
         }
 
-        let entries = &plan.entries[..keep];
+        let entries = &records.entries[..keep];
         let response = MessageResponseBuilder::new(&request.queries, response_edns.as_ref()).build(
             metadata,
-            entries.iter().map(|e| e.record),
-            plan.authority,
+            entries.iter().map(|e| &e.0),
+            records.authority.iter(),
             std::iter::empty(),
-            entries.iter().flat_map(|e| e.glue()),
+            entries.iter().flat_map(|e| e.1.iter()),
         );
         match response_handle.send_response(response).await {
             Ok(info) => info,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
+use super::fast::UdpWorkers;
 use super::handler::{AnswerOptions, DnsHandler};
 use crate::zone::store::ZoneStore;
 
@@ -24,20 +25,37 @@ pub struct DnsServer {
     pub server: Server<DnsHandler>,
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    workers: Vec<UdpWorkers>,
+}
+
+impl DnsServer {
+    /// Stop answering, UDP workers included.
+    pub async fn shutdown(mut self) {
+        let _ = self.server.shutdown_gracefully().await;
+        let workers = std::mem::take(&mut self.workers);
+        let _ = tokio::task::spawn_blocking(move || workers.into_iter().for_each(UdpWorkers::stop))
+            .await;
+    }
 }
 
 /// Bind UDP and TCP on each address. Binding the specific address (not a wildcard) matters:
 /// replies then leave from the address the client sent to, which connected-UDP clients such
 /// as HAProxy require.
+///
+/// UDP is served by `udp_workers` fast-path threads per address (`SO_REUSEPORT`); with 0,
+/// hickory's own UDP server answers instead (the reference the fast path is tested against).
 pub async fn serve(
     listen: &[SocketAddr],
     zones: Arc<ZoneStore>,
     options: AnswerOptions,
     tcp_idle_timeout: Duration,
+    udp_workers: usize,
 ) -> Result<DnsServer, BindError> {
-    let mut server = Server::new(DnsHandler::new(zones, options));
+    let mut server = Server::new(DnsHandler::new(zones.clone(), options));
+    let fast_handler = Arc::new(DnsHandler::new(zones, options));
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
+    let mut workers = Vec::new();
     for addr in listen {
         if addr.ip().is_unspecified() {
             tracing::warn!(
@@ -57,22 +75,38 @@ pub async fn serve(
             addr: *addr,
             source,
         })?;
-        let socket = UdpSocket::bind(tcp_addr)
-            .await
-            .map_err(|source| BindError {
-                proto: "UDP",
-                addr: tcp_addr,
-                source,
-            })?;
-        let udp_addr = socket.local_addr().map_err(|source| BindError {
-            proto: "UDP",
-            addr: tcp_addr,
-            source,
-        })?;
-        server.register_socket(socket);
+        if udp_workers == 0 {
+            let socket = UdpSocket::bind(tcp_addr)
+                .await
+                .map_err(|source| BindError {
+                    proto: "UDP",
+                    addr: tcp_addr,
+                    source,
+                })?;
+            server.register_socket(socket);
+        } else {
+            workers.push(
+                UdpWorkers::start(
+                    tcp_addr,
+                    udp_workers,
+                    fast_handler.clone(),
+                    tokio::runtime::Handle::current(),
+                )
+                .map_err(|source| BindError {
+                    proto: "UDP",
+                    addr: tcp_addr,
+                    source,
+                })?,
+            );
+        }
         server.register_listener(listener, tcp_idle_timeout, 64 * 1024);
-        udp.push(udp_addr);
+        udp.push(tcp_addr);
         tcp.push(tcp_addr);
     }
-    Ok(DnsServer { server, udp, tcp })
+    Ok(DnsServer {
+        server,
+        udp,
+        tcp,
+        workers,
+    })
 }

@@ -1,4 +1,9 @@
-//! Serving DNS: the query path ([`handler`]) and socket wiring ([`listen`]).
+//! The DNS side: deciding answers (`answer`), encoding them without allocation (`encode`),
+//! the UDP fast path (`fast`), hickory's request handler (`handler`) and socket wiring
+//! (`listen`).
 
+pub mod answer;
+pub mod encode;
+pub mod fast;
 pub mod handler;
 pub mod listen;

@@ -284,7 +284,14 @@ impl MarathonClient {
     pub async fn apps(&self, base: &Url) -> Result<(Vec<App>, Vec<String>), ClientError> {
         let url = Self::join(base, "v2/apps?embed=apps.tasks")?;
         let body = self.get(url.clone()).await?;
-        convert::apps_response(&body).map_err(|source| ClientError::Decode {
+        // Tens of megabytes at 100,000 tasks: parse off the async workers.
+        let parsed = tokio::task::spawn_blocking(move || convert::apps_response(&body))
+            .await
+            .map_err(|e| ClientError::Http {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        parsed.map_err(|source| ClientError::Decode {
             url: url.to_string(),
             source,
         })

@@ -314,17 +314,23 @@ pub fn app(w: &WireApp) -> App {
 }
 
 /// Parse `GET /v2/apps?embed=apps.tasks`. Apps that fail to parse are skipped, never fatal.
+///
+/// Each app is parsed from its own slice of the body (no `serde_json::Value` tree of the whole
+/// response) and converted at once, so the peak is the body plus the model.
 pub fn apps_response(body: &str) -> Result<(Vec<App>, Vec<String>), DecodeError> {
     #[derive(serde::Deserialize)]
-    struct Loose {
-        #[serde(default)]
-        apps: Vec<serde_json::Value>,
+    struct Loose<'a> {
+        #[serde(default, borrow)]
+        apps: Vec<&'a serde_json::value::RawValue>,
     }
-    let loose: Loose = json("/v2/apps", body)?;
-    let mut apps = Vec::new();
+    let loose: Loose<'_> = serde_json::from_str(body).map_err(|source| DecodeError::Json {
+        what: "/v2/apps".to_string(),
+        source,
+    })?;
+    let mut apps = Vec::with_capacity(loose.apps.len());
     let mut skipped = Vec::new();
-    for value in loose.apps {
-        match serde_json::from_value::<WireApp>(value) {
+    for raw in loose.apps {
+        match serde_json::from_str::<WireApp>(raw.get()) {
             Ok(w) => apps.push(app(&w)),
             Err(e) => skipped.push(e.to_string()),
         }

@@ -1,5 +1,5 @@
 //! The simulator's cluster and how it renders as Marathon 1.5+ JSON (the shapes of
-//! `../shared/marathon-fixtures/`).
+//! `tests/fixtures/`).
 
 use std::net::IpAddr;
 

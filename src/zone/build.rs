@@ -1,15 +1,15 @@
 //! Cluster model → zone records (the naming rules applied). Pure: addresses of agents that are
 //! not IP literals come from a lookup the caller resolved beforehand.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::Name;
 
-use super::snapshot::ZoneSnapshot;
-use crate::cluster::{App, Cluster, Network};
+use super::data::{Rdata, Soa};
+use super::name::{self as wire, WireName};
+use crate::cluster::{App, Network};
 use crate::naming;
 
 /// Settings that shape the generated records.
@@ -50,20 +50,17 @@ impl SoaTemplate {
         }
     }
 
-    pub fn record(&self, origin: &Name, serial: u32, minimum: u32) -> Record {
-        Record::from_rdata(
-            origin.clone(),
-            self.ttl,
-            RData::SOA(SOA::new(
-                self.mname.clone(),
-                self.rname.clone(),
-                serial,
-                self.refresh,
-                self.retry,
-                self.expire,
-                minimum,
-            )),
-        )
+    /// The SOA's data at `serial`.
+    pub fn rdata(&self, serial: u32, minimum: u32) -> Rdata {
+        Rdata::Soa(Box::new(Soa {
+            mname: wire::exact(&self.mname),
+            rname: wire::exact(&self.rname),
+            serial,
+            refresh: self.refresh,
+            retry: self.retry,
+            expire: self.expire,
+            minimum,
+        }))
     }
 }
 
@@ -115,21 +112,41 @@ impl std::fmt::Display for Warning {
     }
 }
 
-/// The generated records plus what went wrong on the way.
-#[derive(Debug, Clone, Default)]
-pub struct Generated {
-    pub records: Vec<Record>,
-    /// Names that exist even without records (defined apps without eligible tasks).
-    pub names: Vec<Name>,
+/// The records one DNS name's apps publish (several apps only when their ids map to the same
+/// name), kept by the builder so that the next version can be diffed against it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Contribution {
+    /// (owner, TTL, data), sorted and without duplicates.
+    pub records: Vec<(WireName, u32, Rdata)>,
+    /// Every name these apps make exist (record owners, and names of defined apps without
+    /// eligible tasks), sorted and without duplicates.
+    pub names: Vec<WireName>,
     pub warnings: BTreeSet<Warning>,
 }
 
+impl Contribution {
+    fn finish(mut self) -> Self {
+        self.records.sort();
+        self.records.dedup();
+        self.names
+            .extend(self.records.iter().map(|(o, _, _)| o.clone()));
+        self.names.sort();
+        self.names.dedup();
+        self
+    }
+}
+
+/// Addresses of agents whose host name is not an IP literal (resolved beforehand by the
+/// caller); empty if unknown.
+pub type HostLookup<'a> = &'a dyn Fn(&str) -> Vec<IpAddr>;
+
 /// Agent host names that need DNS resolution (not IP literals) for the eligible tasks of
 /// host- and bridge-networked apps.
-pub fn hosts_to_resolve(cluster: &Cluster, include_unhealthy: bool) -> BTreeSet<String> {
-    cluster
-        .apps
-        .values()
+pub fn hosts_to_resolve<'a>(
+    apps: impl IntoIterator<Item = &'a App>,
+    include_unhealthy: bool,
+) -> BTreeSet<String> {
+    apps.into_iter()
         .filter(|a| a.network != Network::Container)
         .flat_map(|a| {
             a.tasks
@@ -141,77 +158,44 @@ pub fn hosts_to_resolve(cluster: &Cluster, include_unhealthy: bool) -> BTreeSet<
         .collect()
 }
 
-/// Apply the naming rules to every app.
-pub fn generate(
-    cluster: &Cluster,
+/// The DNS name of an app, `None` if it would exceed 253 octets.
+pub fn app_name(app_id: &str, cfg: &ZoneConfig) -> Option<String> {
+    naming::app_name(app_id, &cfg.origin.to_ascii())
+}
+
+/// The records of the apps that share the DNS name `name`. `reserved` holds the labels
+/// directly below `name` that belong to other apps or groups (task labels must not shadow
+/// them).
+pub fn contribution(
+    apps: &[&App],
+    name: &str,
     cfg: &ZoneConfig,
-    resolved: &BTreeMap<String, Vec<IpAddr>>,
-) -> Generated {
+    reserved: &BTreeSet<String>,
+    resolved: HostLookup<'_>,
+) -> Contribution {
     let zone = cfg.origin.to_ascii();
-    let mut out = Generated::default();
-
-    // App name → app ids (collisions), and for every name the labels directly below it
-    // (task labels must not shadow child apps or groups).
-    let mut by_name: BTreeMap<String, Vec<&App>> = BTreeMap::new();
-    let mut children: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for app in cluster.apps.values() {
-        let labels = naming::app_labels(&app.id);
-        let Some(name) = naming::join(&labels, &zone) else {
-            out.warnings.insert(Warning::NameTooLong {
-                app_id: app.id.clone(),
-            });
-            continue;
-        };
-        for i in 0..labels.len() {
-            if let Some(parent) = naming::join(&labels[i + 1..], &zone) {
-                children
-                    .entry(parent.to_ascii_lowercase())
-                    .or_default()
-                    .insert(labels[i].clone());
-            }
-        }
-        by_name.entry(name).or_default().push(app);
+    let mut out = Contribution::default();
+    if apps.len() > 1 {
+        out.warnings.insert(Warning::NameCollision {
+            name: name.to_string(),
+            apps: apps.iter().map(|a| a.id.clone()).collect(),
+        });
     }
-
-    for (name, apps) in &by_name {
-        if apps.len() > 1 {
-            out.warnings.insert(Warning::NameCollision {
-                name: name.clone(),
-                apps: apps.iter().map(|a| a.id.clone()).collect(),
-            });
-        }
-        let reserved = children
-            .get(&name.to_ascii_lowercase())
-            .cloned()
-            .unwrap_or_default();
-        for app in apps {
-            app_records(app, name, &zone, cfg, &reserved, resolved, &mut out);
-        }
+    for app in apps {
+        app_records(app, name, &zone, cfg, reserved, resolved, &mut out);
     }
-    out
+    out.finish()
 }
 
-fn parse_name(s: &str) -> Option<Name> {
-    let mut n = Name::from_str(s).ok()?;
-    n.set_fqdn(true);
-    Some(n)
-}
-
-fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
-    let data = match ip {
-        IpAddr::V4(v4) => RData::A(A(v4)),
-        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
-    };
-    Record::from_rdata(name.clone(), ttl, data)
+fn address(ip: IpAddr) -> Rdata {
+    match ip {
+        IpAddr::V4(v4) => Rdata::A(v4),
+        IpAddr::V6(v6) => Rdata::Aaaa(v6),
+    }
 }
 
 /// The SRV owner names of each port, per protocol, by the naming rules (independent of tasks).
-fn srv_owners(
-    app: &App,
-    name: &str,
-    zone: &str,
-    out: &mut Generated,
-) -> Vec<Vec<(crate::cluster::Proto, Name)>> {
+fn srv_owners(app: &App, name: &str, zone: &str, out: &mut Contribution) -> Vec<Vec<WireName>> {
     let mut seen_proto = BTreeSet::new();
     app.ports
         .iter()
@@ -221,23 +205,21 @@ fn srv_owners(
             for proto in &spec.protocols {
                 let first = seen_proto.insert(*proto);
                 if first {
-                    owners.push((*proto, naming::app_srv_name(&app.id, proto.label(), zone)));
+                    owners.push(naming::app_srv_name(&app.id, proto.label(), zone));
                 }
                 match spec.name.as_deref() {
-                    Some(n) if !n.is_empty() => owners.push((
-                        *proto,
-                        naming::port_srv_name(name, Some(n), index, proto.label()),
-                    )),
-                    _ if !first => owners.push((
-                        *proto,
-                        naming::port_srv_name(name, None, index, proto.label()),
-                    )),
+                    Some(n) if !n.is_empty() => {
+                        owners.push(naming::port_srv_name(name, Some(n), index, proto.label()));
+                    }
+                    _ if !first => {
+                        owners.push(naming::port_srv_name(name, None, index, proto.label()));
+                    }
                     _ => {}
                 }
             }
             let parsed: Vec<_> = owners
                 .iter()
-                .filter_map(|(p, o)| o.as_deref().and_then(parse_name).map(|o| (*p, o)))
+                .filter_map(|o| o.as_deref().and_then(wire::parse_ascii))
                 .collect();
             if parsed.len() < owners.len() {
                 out.warnings.insert(Warning::DerivedNameTooLong {
@@ -255,18 +237,17 @@ fn app_records(
     zone: &str,
     cfg: &ZoneConfig,
     reserved: &BTreeSet<String>,
-    resolved: &BTreeMap<String, Vec<IpAddr>>,
-    out: &mut Generated,
+    resolved: HostLookup<'_>,
+    out: &mut Contribution,
 ) {
-    let Some(app_name) = parse_name(name) else {
+    let Some(app_name) = wire::parse_ascii(name) else {
         return;
     };
     let owners = srv_owners(app, name, zone, out);
     // A defined app's names exist even with no eligible task (NODATA, not NXDOMAIN): scaling
     // to zero is not deleting, and NXDOMAIN would deny the whole subtree (RFC 8020).
     out.names.push(app_name.clone());
-    out.names
-        .extend(owners.iter().flatten().map(|(_, o)| o.clone()));
+    out.names.extend(owners.iter().flatten().cloned());
 
     let ttl = cfg.ttl;
     let eligible: Vec<_> = app
@@ -281,8 +262,8 @@ fn app_records(
             Network::Container => task.ip_addresses.clone(),
             Network::Host | Network::Bridge => match task.host.parse::<IpAddr>() {
                 Ok(ip) => vec![ip],
-                Err(_) => match resolved.get(&task.host) {
-                    Some(ips) if !ips.is_empty() => ips.clone(),
+                Err(_) => match resolved(&task.host) {
+                    ips if !ips.is_empty() => ips,
                     _ => {
                         out.warnings.insert(Warning::UnresolvedHost {
                             app_id: app.id.clone(),
@@ -297,11 +278,11 @@ fn app_records(
             continue;
         }
         for ip in &addresses {
-            out.records.push(address_record(&app_name, ttl, *ip));
+            out.records.push((app_name.clone(), ttl, address(*ip)));
         }
         // SRV records need the task's own name as their target.
         let Some(task_name) =
-            naming::join(std::slice::from_ref(label), name).and_then(|n| parse_name(&n))
+            naming::join(std::slice::from_ref(label), name).and_then(|n| wire::parse_ascii(&n))
         else {
             out.warnings.insert(Warning::DerivedNameTooLong {
                 app_id: app.id.clone(),
@@ -309,7 +290,7 @@ fn app_records(
             continue;
         };
         for ip in &addresses {
-            out.records.push(address_record(&task_name, ttl, *ip));
+            out.records.push((task_name.clone(), ttl, address(*ip)));
         }
 
         // Marathon's alignment: ports that take a host port consume the task's list in order.
@@ -325,30 +306,20 @@ fn app_records(
                 Network::Container => spec.container_port.filter(|p| *p != 0).or(host_port),
             };
             let Some(port) = port else { continue };
-            for (_, owner) in port_owners {
-                out.records.push(Record::from_rdata(
+            for owner in port_owners {
+                out.records.push((
                     owner.clone(),
                     ttl,
-                    RData::SRV(SRV::new(0, 1, port, task_name.clone())),
+                    Rdata::Srv {
+                        priority: 0,
+                        weight: 1,
+                        port,
+                        target: task_name.clone(),
+                    },
                 ));
             }
         }
     }
-}
-
-/// The Marathon zone: generated records, static records from its zone file and a SOA.
-pub fn snapshot(
-    soa: &SoaTemplate,
-    serial: u32,
-    cfg: &ZoneConfig,
-    generated: Generated,
-    statics: &[Record],
-) -> ZoneSnapshot {
-    ZoneSnapshot::with_names(
-        soa.record(&cfg.origin, serial, cfg.ttl),
-        statics.iter().cloned().chain(generated.records),
-        generated.names,
-    )
 }
 
 /// The next serial: greater than the last one and, when the clock allows, the current Unix

@@ -17,7 +17,7 @@ pub fn master_file(zone: &ZoneSnapshot) -> String {
     );
     let _ = writeln!(out, "$ORIGIN {}", zone.origin());
     for record in zone.records() {
-        let _ = writeln!(out, "{}", presentation(record));
+        let _ = writeln!(out, "{}", presentation(&record));
     }
     out
 }

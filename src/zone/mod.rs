@@ -1,9 +1,12 @@
 //! Zones: the pure core that turns the cluster model into immutable, servable snapshots.
 
 pub mod build;
+pub mod builder;
+pub mod data;
 pub mod export;
+pub mod name;
 pub mod snapshot;
 pub mod store;
 pub mod zonefile;
 
-pub use snapshot::{Lookup, ZoneSnapshot};
+pub use snapshot::{Lookup, Outcome, ZoneSnapshot};

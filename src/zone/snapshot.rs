@@ -1,127 +1,161 @@
 //! An immutable zone: every name that exists, its RRsets, and the lookup rules of an
-//! authoritative server (RFC 1034 §4.3.2, RFC 2308, RFC 8020). Built off the query path,
-//! published whole, never mutated.
+//! authoritative server (RFC 1034 §4.3.2, RFC 2308, RFC 8020).
+//!
+//! The nodes live in a persistent hash map (`imbl`): a snapshot is an O(1) clone of the
+//! builder's map, and a publish that changes a few names copies only the paths to them, so
+//! successive snapshots share almost everything. A published snapshot is never mutated.
+//! Lookups allocate nothing: they return borrowed records.
 
-use std::collections::{BTreeMap, HashMap};
+use hickory_proto::rr::{Name, Record, RecordType};
 
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use super::data::{Node, RRset, Rdata, Rec};
+use super::name::{self, WireName};
 
-/// The RRsets at one owner name; empty for an empty non-terminal.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Node {
-    pub rrsets: BTreeMap<RecordType, Vec<Record>>,
+/// The node map: lower-cased wire names → nodes.
+pub type Nodes = imbl::HashMap<WireName, Node>;
+
+/// Longest CNAME chain followed inside a zone.
+pub const MAX_CNAME_CHAIN: usize = 8;
+
+/// How a lookup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The name has records of the type asked for (or a CNAME chain left the zone).
+    Answer,
+    /// The name exists (possibly as an empty non-terminal) but has no data of this type.
+    NoData,
+    /// The name does not exist.
+    NxDomain,
 }
 
-/// One answer record and the in-zone address records of the name in its data (SRV target,
-/// NS host): the glue that goes to the additional section with it.
+/// One answer record with its owner name (wire form, as stored).
 #[derive(Debug, Clone, Copy)]
-pub struct Entry<'a> {
-    pub record: &'a Record,
-    pub glue: [&'a [Record]; 2],
+pub struct Entry<'z> {
+    pub owner: &'z [u8],
+    pub rec: &'z Rec,
 }
 
-impl Entry<'_> {
-    /// The glue records, A before AAAA.
-    pub fn glue(&self) -> impl Iterator<Item = &Record> {
-        self.glue.iter().flat_map(|g| g.iter())
+/// The result of a lookup: the CNAMEs followed (they go into the answer section whatever the
+/// outcome, RFC 6604) and the final RRset of an answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup<'z> {
+    pub outcome: Outcome,
+    chain: [Option<Entry<'z>>; MAX_CNAME_CHAIN],
+    chain_len: usize,
+    rrset: Option<(&'z [u8], &'z RRset)>,
+}
+
+impl<'z> Lookup<'z> {
+    fn new() -> Self {
+        Self {
+            outcome: Outcome::Answer,
+            chain: [None; MAX_CNAME_CHAIN],
+            chain_len: 0,
+            rrset: None,
+        }
+    }
+
+    /// Number of answer records.
+    pub fn len(&self) -> usize {
+        self.chain_len + self.rrset.map_or(0, |(_, s)| s.records.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How far the final RRset is rotated for a response with this message ID. Clients pick
+    /// random IDs (RFC 5452), so answers spread evenly without any shared counter; the same
+    /// query (ID included) always gets the same order. A CNAME chain keeps its order.
+    pub fn rotation(&self, id: u16) -> usize {
+        match self.rrset {
+            Some((_, set)) if self.chain_len == 0 && set.records.len() > 1 => {
+                usize::from(id) % set.records.len()
+            }
+            _ => 0,
+        }
+    }
+
+    /// The `i`-th answer record, the final RRset rotated left by `rotation`.
+    pub fn entry(&self, i: usize, rotation: usize) -> Option<Entry<'z>> {
+        if i < self.chain_len {
+            return self.chain[i];
+        }
+        let (owner, set) = self.rrset?;
+        let n = set.records.len();
+        let j = i - self.chain_len;
+        (j < n).then(|| Entry {
+            owner,
+            rec: &set.records[(j + rotation) % n],
+        })
     }
 }
 
-/// The result of looking up a name in a zone. Negative results carry the CNAME chain that led
-/// to them (empty unless the name was an alias), which goes into the answer section with the
-/// final rcode (RFC 6604).
-#[derive(Debug)]
-pub enum Lookup<'a> {
-    /// The name has records of the type asked for.
-    Answer(Vec<Entry<'a>>),
-    /// The name exists (possibly as an empty non-terminal) but has no data of this type.
-    NoData(Vec<Entry<'a>>),
-    /// The name does not exist.
-    NxDomain(Vec<Entry<'a>>),
-}
+/// Glue for one answer record: up to two address RRsets with their owner.
+pub type Glue<'z> = [Option<(&'z [u8], &'z RRset)>; 2];
 
 /// A whole zone at one serial.
 #[derive(Debug, Clone)]
 pub struct ZoneSnapshot {
-    origin: Name,
-    lower_origin: LowerName,
+    origin: WireName,
+    origin_name: Name,
     serial: u32,
-    soa: Record,
-    /// SOA for negative answers: TTL = min(SOA TTL, SOA minimum) (RFC 2308 §3).
-    negative_soa: Record,
-    nodes: HashMap<LowerName, Node>,
+    /// TTL of the SOA in negative answers: min(SOA TTL, SOA minimum) (RFC 2308 §3).
+    negative_ttl: u32,
+    nodes: Nodes,
 }
 
-const NO_GLUE: &[Record] = &[];
-/// Longest CNAME chain followed inside a zone.
-const MAX_CNAME_CHAIN: usize = 8;
-
 impl ZoneSnapshot {
-    /// Build from a SOA and the other records. Every ancestor of an owner name up to the origin
-    /// exists (as an empty non-terminal if it owns nothing). Records outside the origin are
-    /// dropped; duplicates are merged.
-    pub fn new(soa: Record, records: impl IntoIterator<Item = Record>) -> Self {
-        Self::with_names(soa, records, Vec::new())
-    }
-
-    /// Like [`Self::new`], plus names that exist without records of their own.
-    pub fn with_names(
-        soa: Record,
-        records: impl IntoIterator<Item = Record>,
-        names: Vec<Name>,
-    ) -> Self {
-        let origin = soa.name.to_lowercase();
-        let lower_origin = LowerName::new(&origin);
-        let mut nodes: HashMap<LowerName, Node> = HashMap::new();
-        let (serial, minimum) = match &soa.data {
-            RData::SOA(s) => (s.serial, s.minimum),
-            _ => (0, soa.ttl),
-        };
-        let mut negative_soa = soa.clone();
-        negative_soa.ttl = soa.ttl.min(minimum);
-        for record in std::iter::once(soa.clone()).chain(records) {
-            let owner = LowerName::new(&record.name);
-            if !lower_origin.zone_of(&owner) {
-                continue;
-            }
-            let set = nodes
-                .entry(owner.clone())
-                .or_default()
-                .rrsets
-                .entry(record.record_type())
-                .or_default();
-            if !set.contains(&record) {
-                set.push(record);
-            }
-            let mut ancestor = owner.base_name();
-            while lower_origin.zone_of(&ancestor) && ancestor != lower_origin {
-                nodes.entry(ancestor.clone()).or_default();
-                ancestor = ancestor.base_name();
-            }
-        }
-        for name in names {
-            let mut name = LowerName::new(&name);
-            while lower_origin.zone_of(&name) && name != lower_origin {
-                nodes.entry(name.clone()).or_default();
-                name = name.base_name();
-            }
-        }
-        for node in nodes.values_mut() {
-            for set in node.rrsets.values_mut() {
-                set.sort_by(|a, b| a.data.cmp(&b.data));
-            }
-        }
+    /// A zone from its parts; the SOA must be at the origin in `nodes`.
+    pub(crate) fn from_parts(origin: WireName, nodes: Nodes) -> Self {
+        let (serial, negative_ttl) = nodes
+            .get(&origin)
+            .and_then(|n| n.rrset(RecordType::SOA))
+            .and_then(|s| s.records.first())
+            .map_or((0, 0), |r| match &r.rdata {
+                Rdata::Soa(soa) => (soa.serial, r.ttl.min(soa.minimum)),
+                _ => (0, r.ttl),
+            });
         Self {
+            origin_name: name::to_name(&origin),
             origin,
-            lower_origin,
             serial,
-            soa,
-            negative_soa,
+            negative_ttl,
             nodes,
         }
     }
 
+    /// A static zone from a SOA and the other records. Every ancestor of an owner name up to
+    /// the origin exists (as an empty non-terminal if it owns nothing). Records outside the
+    /// origin are dropped; duplicates are merged.
+    pub fn new(soa: Record, records: impl IntoIterator<Item = Record>) -> Self {
+        let origin = name::lower(&soa.name);
+        let mut nodes = Nodes::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for record in std::iter::once(soa).chain(records) {
+            let owner = name::lower(&record.name);
+            if !name::is_within(&owner, &origin) {
+                continue;
+            }
+            let rdata = Rdata::from_hickory(&record);
+            if !seen.insert((owner.clone(), record.ttl, rdata.clone())) {
+                continue;
+            }
+            nodes
+                .entry(owner.clone())
+                .or_default()
+                .add(record.ttl, &rdata);
+            add_name(&mut nodes, &owner, &origin);
+        }
+        Self::from_parts(origin, nodes)
+    }
+
     pub fn origin(&self) -> &Name {
+        &self.origin_name
+    }
+
+    /// The origin in wire form.
+    pub fn origin_wire(&self) -> &[u8] {
         &self.origin
     }
 
@@ -129,147 +163,192 @@ impl ZoneSnapshot {
         self.serial
     }
 
-    /// The SOA for the authority section of negative answers.
-    pub fn negative_soa(&self) -> &Record {
-        &self.negative_soa
+    /// Number of names (empty non-terminals included).
+    pub fn names(&self) -> usize {
+        self.nodes.len()
     }
 
-    /// The same zone at another serial.
-    pub fn set_serial(&mut self, serial: u32) {
-        for soa in [&mut self.soa, &mut self.negative_soa] {
-            if let RData::SOA(s) = &mut soa.data {
-                s.serial = serial;
-            }
-        }
-        if let Some(set) = self
-            .nodes
-            .get_mut(&self.lower_origin)
-            .and_then(|n| n.rrsets.get_mut(&RecordType::SOA))
-        {
-            *set = vec![self.soa.clone()];
-        }
-        self.serial = serial;
+    /// The SOA for the authority section of negative answers: owner, TTL and the record.
+    pub fn negative_soa(&self) -> Option<(&[u8], u32, &Rec)> {
+        let (owner, node) = self.nodes.get_key_value(&self.origin[..])?;
+        let rec = node.rrset(RecordType::SOA)?.records.first()?;
+        Some((owner, self.negative_ttl, rec))
     }
 
-    /// Whether `name` is at or below the origin.
-    pub fn contains(&self, name: &LowerName) -> bool {
-        self.lower_origin.zone_of(name)
+    /// Whether `name` (lower-cased wire form) is at or below the origin.
+    pub fn contains(&self, name: &[u8]) -> bool {
+        name::is_within(name, &self.origin)
     }
 
-    /// Same records (TTL aside) as `other`: nothing to publish.
-    pub fn same_content(&self, other: &Self) -> bool {
-        self.origin == other.origin && self.nodes == other.nodes
+    /// The node at `name` (lower-cased wire form).
+    pub fn node(&self, name: &[u8]) -> Option<&Node> {
+        self.nodes.get(name)
     }
 
-    /// The RRset of `rtype` at `name`, if any.
-    pub fn rrset(&self, name: &LowerName, rtype: RecordType) -> Option<&[Record]> {
-        self.nodes.get(name)?.rrsets.get(&rtype).map(Vec::as_slice)
-    }
-
-    /// Look `name`/`rtype` up. `name` must be inside the zone ([`Self::contains`]).
+    /// Look `name`/`rtype` up. `name` must be lower-cased wire form inside the zone
+    /// ([`Self::contains`]).
     ///
-    /// SRV entries carry the A records of their target, or its AAAA records if it has no A
-    /// (HAProxy 2.6 uses whichever address comes first, ignoring `resolve-prefer`).
     /// `ANY` is answered minimally (RFC 8482 §4.2): one RRset of the name.
-    pub fn lookup(&self, name: &LowerName, rtype: RecordType) -> Lookup<'_> {
+    pub fn lookup(&self, name: &[u8], rtype: RecordType) -> Lookup<'_> {
         // Follow in-zone CNAMEs (static zones may hold aliases), as RFC 1034 §4.3.2 asks.
-        let mut answer: Vec<Entry<'_>> = Vec::new();
-        let mut name = name.clone();
+        let mut out = Lookup::new();
+        let mut lowered = [0u8; name::MAX_WIRE];
+        let mut name: &[u8] = name;
         for _ in 0..MAX_CNAME_CHAIN {
-            let Some(node) = self.nodes.get(&name) else {
-                return Lookup::NxDomain(answer);
+            let Some((owner, node)) = self.nodes.get_key_value(name) else {
+                out.outcome = Outcome::NxDomain;
+                return out;
             };
             let set = if rtype == RecordType::ANY {
-                node.rrsets.values().next()
+                node.rrsets.first()
             } else {
-                node.rrsets.get(&rtype)
+                node.rrset(rtype)
             };
             if let Some(set) = set {
-                answer.extend(set.iter().map(|record| self.entry(record)));
-                return Lookup::Answer(answer);
+                out.rrset = Some((owner, set));
+                return out;
             }
             let cname = node
-                .rrsets
-                .get(&RecordType::CNAME)
-                .and_then(|set| set.first())
+                .rrset(RecordType::CNAME)
+                .and_then(|set| set.records.first())
                 .filter(|_| rtype != RecordType::CNAME);
             let Some(cname) = cname else {
-                return Lookup::NoData(answer);
+                out.outcome = Outcome::NoData;
+                return out;
             };
-            answer.push(Entry {
-                record: cname,
-                glue: [NO_GLUE, NO_GLUE],
-            });
-            let RData::CNAME(target) = &cname.data else {
+            out.chain[out.chain_len] = Some(Entry { owner, rec: cname });
+            out.chain_len += 1;
+            let Rdata::Cname(target) = &cname.rdata else {
                 break;
             };
-            name = LowerName::new(&target.0);
-            if !self.contains(&name) {
+            let len = target.len().min(name::MAX_WIRE);
+            lowered[..len].copy_from_slice(&target[..len]);
+            lowered[..len].make_ascii_lowercase();
+            // Label length bytes are < 64, untouched by ASCII lower-casing.
+            let next = &lowered[..len];
+            if !self.contains(next) {
                 break;
             }
-        }
-        Lookup::Answer(answer)
-    }
-
-    /// An answer record with its glue.
-    fn entry<'a>(&'a self, record: &'a Record) -> Entry<'a> {
-        Entry {
-            record,
-            glue: match &record.data {
-                RData::SRV(srv) => [self.srv_glue(&LowerName::new(&srv.target)), NO_GLUE],
-                // RFC 1035 §3.3.9, §3.3.11: NS and MX cause A (and AAAA) additional processing.
-                RData::NS(ns) => self.addresses(&ns.0),
-                RData::MX(mx) => self.addresses(&mx.exchange),
-                _ => [NO_GLUE, NO_GLUE],
-            },
-        }
-    }
-
-    fn addresses(&self, host: &Name) -> [&[Record]; 2] {
-        let host = LowerName::new(host);
-        [
-            self.rrset(&host, RecordType::A).unwrap_or(NO_GLUE),
-            self.rrset(&host, RecordType::AAAA).unwrap_or(NO_GLUE),
-        ]
-    }
-
-    fn srv_glue(&self, target: &LowerName) -> &[Record] {
-        self.rrset(target, RecordType::A)
-            .or_else(|| self.rrset(target, RecordType::AAAA))
-            .unwrap_or(NO_GLUE)
-    }
-
-    /// Every record, SOA first, then by owner name and type; for zone export.
-    pub fn records(&self) -> Vec<&Record> {
-        let mut owners: Vec<&LowerName> = self.nodes.keys().collect();
-        owners.sort();
-        let mut out = vec![&self.soa];
-        for owner in owners {
-            for (rtype, set) in &self.nodes[owner].rrsets {
-                if *rtype != RecordType::SOA {
-                    out.extend(set);
+            // The next lookup borrows from `self.nodes` through its key, not from `lowered`.
+            match self.nodes.get_key_value(next) {
+                Some((key, _)) => name = key,
+                None => {
+                    out.outcome = Outcome::NxDomain;
+                    return out;
                 }
             }
         }
         out
+    }
+
+    /// The in-zone address records that go with an answer record: an SRV target's A
+    /// records, or its AAAA records if it has no A (HAProxy 2.6 uses whichever address comes
+    /// first, ignoring `resolve-prefer`); both for NS and MX hosts (RFC 1035 §3.3.9, §3.3.11).
+    pub fn glue(&self, rec: &Rec) -> Glue<'_> {
+        let rrset = |host: &[u8], rtype| {
+            let mut lowered = [0u8; name::MAX_WIRE];
+            let len = host.len().min(name::MAX_WIRE);
+            lowered[..len].copy_from_slice(&host[..len]);
+            lowered[..len].make_ascii_lowercase();
+            let (owner, node) = self.nodes.get_key_value(&lowered[..len])?;
+            node.rrset(rtype).map(|set| (&owner[..], set))
+        };
+        match &rec.rdata {
+            Rdata::Srv { target, .. } => [
+                rrset(target, RecordType::A).or_else(|| rrset(target, RecordType::AAAA)),
+                None,
+            ],
+            Rdata::Ns(host) | Rdata::Mx { exchange: host, .. } => {
+                [rrset(host, RecordType::A), rrset(host, RecordType::AAAA)]
+            }
+            _ => [None, None],
+        }
+    }
+
+    /// Every record as hickory records, SOA first, then by owner name and type; for zone
+    /// export and tests.
+    pub fn records(&self) -> Vec<Record> {
+        let mut owners: Vec<&WireName> = self.nodes.keys().collect();
+        owners.sort_by_key(|w| name::to_name(w));
+        let mut soa = Vec::new();
+        let mut out = Vec::new();
+        for owner in owners {
+            let name = name::to_name(owner);
+            for set in &self.nodes[owner].rrsets {
+                for rec in &set.records {
+                    let Some(data) = rec.rdata.to_hickory() else {
+                        continue;
+                    };
+                    let record = Record::from_rdata(name.clone(), rec.ttl, data);
+                    if set.rtype == RecordType::SOA {
+                        soa.push(record);
+                    } else {
+                        out.push(record);
+                    }
+                }
+            }
+        }
+        soa.extend(out);
+        soa
+    }
+}
+
+/// Count one more holder of `owner` and each of its ancestors below `origin`.
+pub(crate) fn add_name(nodes: &mut Nodes, owner: &WireName, origin: &[u8]) {
+    let mut at: &[u8] = owner;
+    while name::is_within(at, origin) && at != origin {
+        match nodes.get_mut(at) {
+            Some(node) => node.refs += 1,
+            None => {
+                nodes.insert(
+                    WireName::from(at),
+                    Node {
+                        rrsets: Vec::new(),
+                        refs: 1,
+                    },
+                );
+            }
+        }
+        let Some(up) = name::parent(at) else { break };
+        at = up;
+    }
+}
+
+/// Drop one holder of `owner` and each of its ancestors; names nothing holds disappear.
+pub(crate) fn remove_name(nodes: &mut Nodes, owner: &[u8], origin: &[u8]) {
+    let mut at: &[u8] = owner;
+    while name::is_within(at, origin) && at != origin {
+        let unused = match nodes.get_mut(at) {
+            Some(node) => {
+                node.refs = node.refs.saturating_sub(1);
+                node.is_unused()
+            }
+            None => false,
+        };
+        if unused {
+            nodes.remove(at);
+        }
+        let Some(up) = name::parent(at) else { break };
+        at = up;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::rr::RData;
     use hickory_proto::rr::rdata::{A, CNAME, SOA, SRV};
     use std::str::FromStr;
 
     fn n(s: &str) -> Name {
         Name::from_str(s).expect("name")
     }
-    fn ln(s: &str) -> LowerName {
-        LowerName::new(&n(s))
+    fn w(s: &str) -> WireName {
+        name::parse_ascii(s).expect("name")
     }
 
-    fn zone() -> ZoneSnapshot {
-        let soa = Record::from_rdata(
+    fn soa() -> Record {
+        Record::from_rdata(
             n("marathon.local."),
             60,
             RData::SOA(SOA::new(
@@ -281,10 +360,13 @@ mod tests {
                 3600,
                 5,
             )),
-        );
+        )
+    }
+
+    fn zone() -> ZoneSnapshot {
         let t1 = n("aaaa1111.web.prod.marathon.local.");
         ZoneSnapshot::new(
-            soa,
+            soa(),
             [
                 Record::from_rdata(t1.clone(), 5, RData::A(A::new(10, 0, 0, 1))),
                 Record::from_rdata(
@@ -300,55 +382,55 @@ mod tests {
     #[test]
     fn nxdomain_nodata_and_empty_non_terminals() {
         let z = zone();
-        assert!(matches!(
-            z.lookup(&ln("nope.marathon.local."), RecordType::A),
-            Lookup::NxDomain(_)
-        ));
-        assert!(matches!(
-            z.lookup(&ln("below.nope.marathon.local."), RecordType::A),
-            Lookup::NxDomain(_)
-        ));
-        assert!(matches!(
-            z.lookup(&ln("prod.marathon.local."), RecordType::A),
-            Lookup::NoData(_)
-        ));
-        assert!(matches!(
-            z.lookup(&ln("_tcp.prod.marathon.local."), RecordType::SRV),
-            Lookup::NoData(_)
-        ));
-        assert!(matches!(
-            z.lookup(&ln("aaaa1111.web.prod.marathon.local."), RecordType::AAAA),
-            Lookup::NoData(_)
-        ));
-        assert!(!z.contains(&ln("outside.example.")));
-        assert_eq!(z.negative_soa().ttl, 5);
+        let outcome = |s: &str, t| z.lookup(&w(s), t).outcome;
+        assert_eq!(
+            outcome("nope.marathon.local.", RecordType::A),
+            Outcome::NxDomain
+        );
+        assert_eq!(
+            outcome("below.nope.marathon.local.", RecordType::A),
+            Outcome::NxDomain
+        );
+        assert_eq!(
+            outcome("prod.marathon.local.", RecordType::A),
+            Outcome::NoData
+        );
+        assert_eq!(
+            outcome("_tcp.prod.marathon.local.", RecordType::SRV),
+            Outcome::NoData
+        );
+        assert_eq!(
+            outcome("aaaa1111.web.prod.marathon.local.", RecordType::AAAA),
+            Outcome::NoData
+        );
+        assert!(!z.contains(&w("outside.example.")));
+        assert_eq!(z.negative_soa().map(|s| s.1), Some(5));
         assert_eq!(z.serial(), 7);
     }
 
     #[test]
-    fn srv_carries_glue_and_names_match_any_case() {
+    fn srv_carries_glue() {
         let z = zone();
-        let Lookup::Answer(entries) =
-            z.lookup(&ln("_WEB._tcp.Prod.marathon.LOCAL."), RecordType::SRV)
-        else {
-            panic!("no answer")
-        };
-        assert_eq!(entries.len(), 1);
-        let glue: Vec<&Record> = entries[0].glue().collect();
-        assert_eq!(glue.len(), 1);
-        assert_eq!(glue[0].name, n("aaaa1111.web.prod.marathon.local."));
+        let found = z.lookup(&w("_web._tcp.prod.marathon.local."), RecordType::SRV);
+        assert_eq!(found.outcome, Outcome::Answer);
+        assert_eq!(found.len(), 1);
+        let entry = found.entry(0, 0).expect("entry");
+        let glue = z.glue(entry.rec);
+        let (owner, set) = glue[0].expect("glue");
+        assert_eq!(owner, &w("aaaa1111.web.prod.marathon.local.")[..]);
+        assert_eq!(set.records.len(), 1);
+        assert!(glue[1].is_none());
     }
 
     #[test]
     fn cnames_are_followed_inside_the_zone() {
-        let soa = zone().soa.clone();
         let z = ZoneSnapshot::new(
-            soa,
+            soa(),
             [
                 Record::from_rdata(
                     n("alias.marathon.local."),
                     5,
-                    RData::CNAME(CNAME(n("aaaa1111.web.prod.marathon.local."))),
+                    RData::CNAME(CNAME(n("AAAA1111.web.prod.marathon.local."))),
                 ),
                 Record::from_rdata(
                     n("aaaa1111.web.prod.marathon.local."),
@@ -362,27 +444,43 @@ mod tests {
                 ),
             ],
         );
-        let Lookup::Answer(e) = z.lookup(&ln("alias.marathon.local."), RecordType::A) else {
-            panic!()
-        };
-        let types: Vec<RecordType> = e.iter().map(|e| e.record.record_type()).collect();
+        let found = z.lookup(&w("alias.marathon.local."), RecordType::A);
+        let types: Vec<RecordType> = (0..found.len())
+            .filter_map(|i| found.entry(i, 0))
+            .map(|e| e.rec.rdata.record_type())
+            .collect();
         assert_eq!(types, [RecordType::CNAME, RecordType::A]);
-        let Lookup::Answer(e) = z.lookup(&ln("away.marathon.local."), RecordType::A) else {
-            panic!()
-        };
-        assert_eq!(e.len(), 1, "out-of-zone target: the CNAME alone");
-        let Lookup::Answer(e) = z.lookup(&ln("alias.marathon.local."), RecordType::CNAME) else {
-            panic!()
-        };
-        assert_eq!(e.len(), 1);
+        let found = z.lookup(&w("away.marathon.local."), RecordType::A);
+        assert_eq!(
+            (found.outcome, found.len()),
+            (Outcome::Answer, 1),
+            "out-of-zone target: the CNAME alone"
+        );
+        assert_eq!(
+            z.lookup(&w("alias.marathon.local."), RecordType::CNAME)
+                .len(),
+            1
+        );
     }
 
     #[test]
-    fn any_is_minimal() {
+    fn any_is_minimal_and_rotation_follows_the_id() {
         let z = zone();
-        let Lookup::Answer(entries) = z.lookup(&ln("marathon.local."), RecordType::ANY) else {
-            panic!("no answer")
+        let found = z.lookup(&w("marathon.local."), RecordType::ANY);
+        assert_eq!(found.len(), 1);
+        let many = ZoneSnapshot::new(
+            soa(),
+            (1..=3).map(|i| {
+                Record::from_rdata(n("web.marathon.local."), 5, RData::A(A::new(10, 0, 0, i)))
+            }),
+        );
+        let found = many.lookup(&w("web.marathon.local."), RecordType::A);
+        assert_eq!(found.rotation(4), 1);
+        let first = |id| {
+            let e = found.entry(0, found.rotation(id)).expect("entry");
+            e.rec.rdata.clone()
         };
-        assert_eq!(entries.len(), 1);
+        assert_ne!(first(0), first(1));
+        assert_eq!(first(1), first(4));
     }
 }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hickory_proto::rr::LowerName;
 
 use super::snapshot::ZoneSnapshot;
 
@@ -13,9 +12,6 @@ pub struct ZoneStore {
     marathon: ArcSwap<ZoneSnapshot>,
     statics: Vec<Arc<ZoneSnapshot>>,
 }
-
-/// The zone that answers for a name, kept alive for as long as the answer is being built.
-pub type ZoneRef = Arc<ZoneSnapshot>;
 
 impl ZoneStore {
     pub fn new(marathon: ZoneSnapshot, statics: Vec<ZoneSnapshot>) -> Self {
@@ -31,17 +27,18 @@ impl ZoneStore {
     }
 
     /// Publish a new Marathon zone.
-    pub fn publish(&self, zone: ZoneSnapshot) {
-        self.marathon.store(Arc::new(zone));
+    pub fn publish(&self, zone: Arc<ZoneSnapshot>) {
+        self.marathon.store(zone);
     }
 
-    /// The zone with the longest origin that contains `name`, if any.
-    pub fn find(&self, name: &LowerName) -> Option<ZoneRef> {
-        let marathon = self.marathon.load_full();
-        std::iter::once(&marathon)
-            .chain(self.statics.iter())
+    /// Run `f` with the zone with the longest origin that contains `name` (lower-cased wire
+    /// form), if any. No reference count is taken: the query path only borrows.
+    pub fn with_zone<R>(&self, name: &[u8], f: impl FnOnce(Option<&ZoneSnapshot>) -> R) -> R {
+        let marathon = self.marathon.load();
+        let best = std::iter::once(&**marathon)
+            .chain(self.statics.iter().map(|z| &**z))
             .filter(|z| z.contains(name))
-            .max_by_key(|z| z.origin().num_labels())
-            .cloned()
+            .max_by_key(|z| z.origin_wire().len());
+        f(best)
     }
 }

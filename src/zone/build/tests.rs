@@ -1,14 +1,15 @@
 //! The naming rules, end to end from the cluster model to looked-up records.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use hickory_proto::rr::{LowerName, Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 
 use super::*;
-use crate::cluster::{PortSpec, Proto, Task, TaskState};
-use crate::zone::snapshot::Lookup;
+use crate::cluster::{Cluster, PortSpec, Proto, Task, TaskState};
+use crate::zone::builder::ZoneBuilder;
+use crate::zone::snapshot::{Outcome, ZoneSnapshot};
 
 fn cfg() -> ZoneConfig {
     ZoneConfig {
@@ -48,6 +49,11 @@ fn app(id: &str, network: Network, ports: Vec<PortSpec>, tasks: Vec<Task>) -> Ap
     }
 }
 
+/// What the tests look at besides the zone.
+struct Generated {
+    warnings: BTreeSet<Warning>,
+}
+
 fn zone_of(apps: Vec<App>, cfg: &ZoneConfig) -> (ZoneSnapshot, Generated) {
     let cluster = Cluster {
         apps: apps.into_iter().map(|a| (a.id.clone(), a)).collect(),
@@ -57,23 +63,54 @@ fn zone_of(apps: Vec<App>, cfg: &ZoneConfig) -> (ZoneSnapshot, Generated) {
         "agent1.example".to_string(),
         vec![IpAddr::from([10, 0, 0, 99])],
     );
-    let generated = generate(&cluster, cfg, &resolved);
+    let lookup = |h: &str| resolved.get(h).cloned().unwrap_or_default();
     let soa = SoaTemplate::default_for(&cfg.origin);
-    let zone = snapshot(&soa, 1, cfg, generated.clone(), &[]);
-    (zone, generated)
+    let mut builder = ZoneBuilder::new(cfg.clone(), soa, &[], 1);
+    builder.update(&cluster, cluster.apps.keys(), &lookup);
+    let warnings = builder.warnings();
+    (builder.snapshot(1), Generated { warnings })
+}
+
+fn wire(s: &str) -> crate::zone::name::WireName {
+    crate::zone::name::parse_ascii(s).expect("name")
 }
 
 fn rdata(zone: &ZoneSnapshot, name: &str, rtype: RecordType) -> Vec<String> {
-    let name = LowerName::new(&Name::from_str(name).expect("name"));
-    match zone.lookup(&name, rtype) {
-        Lookup::Answer(entries) => {
-            let mut v: Vec<String> = entries.iter().map(|e| e.record.data.to_string()).collect();
+    let found = zone.lookup(&wire(name), rtype);
+    match found.outcome {
+        Outcome::Answer => {
+            let mut v: Vec<String> = (0..found.len())
+                .filter_map(|i| found.entry(i, 0))
+                .filter_map(|e| e.rec.rdata.to_hickory())
+                .map(|d| d.to_string())
+                .collect();
             v.sort();
             v
         }
-        Lookup::NoData(_) => vec!["NODATA".into()],
-        Lookup::NxDomain(_) => vec!["NXDOMAIN".into()],
+        Outcome::NoData => vec!["NODATA".into()],
+        Outcome::NxDomain => vec!["NXDOMAIN".into()],
     }
+}
+
+/// The glue of each SRV answer at `name`: (target, glue owner, glue types).
+fn srv_glue(zone: &ZoneSnapshot, name: &str) -> Vec<(Vec<u8>, Vec<u8>, Vec<RecordType>)> {
+    let found = zone.lookup(&wire(name), RecordType::SRV);
+    assert_eq!(found.outcome, Outcome::Answer, "{name}");
+    (0..found.len())
+        .filter_map(|i| found.entry(i, 0))
+        .map(|e| {
+            let crate::zone::data::Rdata::Srv { target, .. } = &e.rec.rdata else {
+                panic!("not SRV")
+            };
+            let glue: Vec<_> = zone.glue(e.rec).into_iter().flatten().collect();
+            let owner = glue.first().map(|(o, _)| o.to_vec()).unwrap_or_default();
+            let types = glue
+                .iter()
+                .flat_map(|(_, set)| set.records.iter().map(|r| r.rdata.record_type()))
+                .collect();
+            (target.to_vec(), owner, types)
+        })
+        .collect()
 }
 
 #[test]
@@ -255,13 +292,8 @@ fn container_network_uses_task_ips_and_container_ports_ipv6_too() {
         ["0 1 6379 01000000.cache.db.marathon.local."]
     );
     // Glue prefers A for a dual-stack target (HAProxy ignores resolve-prefer there).
-    let name = LowerName::new(&Name::from_str("_cache._tcp.db.marathon.local.").expect("name"));
-    let Lookup::Answer(entries) = zone.lookup(&name, RecordType::SRV) else {
-        panic!()
-    };
-    let glue: Vec<_> = entries[0].glue().collect();
-    assert_eq!(glue.len(), 1);
-    assert_eq!(glue[0].record_type(), RecordType::A);
+    let glue = srv_glue(&zone, "_cache._tcp.db.marathon.local.");
+    assert_eq!(glue[0].2, [RecordType::A]);
 }
 
 #[test]
@@ -280,12 +312,8 @@ fn ipv6_only_target_gets_aaaa_glue() {
         vec![t],
     );
     let (zone, _) = zone_of(vec![a], &cfg);
-    let name = LowerName::new(&Name::from_str("_v6._tcp.marathon.local.").expect("name"));
-    let Lookup::Answer(entries) = zone.lookup(&name, RecordType::SRV) else {
-        panic!()
-    };
-    let glue: Vec<_> = entries[0].glue().collect();
-    assert_eq!(glue[0].record_type(), RecordType::AAAA);
+    let glue = srv_glue(&zone, "_v6._tcp.marathon.local.");
+    assert_eq!(glue[0].2, [RecordType::AAAA]);
 }
 
 #[test]
@@ -453,18 +481,11 @@ fn srv_glue_covers_every_target() {
         tasks,
     );
     let (zone, _) = zone_of(vec![a], &cfg);
-    let name = LowerName::new(&Name::from_str("_many._tcp.marathon.local.").expect("name"));
-    let Lookup::Answer(entries) = zone.lookup(&name, RecordType::SRV) else {
-        panic!()
-    };
-    assert_eq!(entries.len(), 20);
-    for e in &entries {
-        let RData::SRV(srv) = &e.record.data else {
-            panic!()
-        };
-        let glue: Vec<_> = e.glue().collect();
-        assert_eq!(glue.len(), 1);
-        assert_eq!(glue[0].name, srv.target, "glue owner is the SRV target");
+    let glue = srv_glue(&zone, "_many._tcp.marathon.local.");
+    assert_eq!(glue.len(), 20);
+    for (target, owner, types) in &glue {
+        assert_eq!(types.len(), 1);
+        assert_eq!(owner, target, "glue owner is the SRV target");
     }
 }
 

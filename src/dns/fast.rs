@@ -1,0 +1,388 @@
+//! The UDP fast path: one `SO_REUSEPORT` socket and one OS thread per worker, so the kernel
+//! spreads queries over cores and no async machinery sits between a datagram and its answer.
+//! A plain standard query (one question, at most an OPT record) is answered straight from the
+//! current snapshot into a per-thread buffer: no heap allocation, no lock. Anything else —
+//! other opcodes, malformed packets, EDNS versions or options we do not vouch for, record
+//! types the encoder does not know — goes to the same [`DnsHandler`] hickory's server uses
+//! for TCP, with hickory's parser and encoder.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hickory_proto::op::{Header, Metadata, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use tracing::debug;
+
+use super::answer;
+use super::encode::{self, Query};
+use super::handler::DnsHandler;
+use crate::zone::name::MAX_WIRE;
+
+/// Largest datagram read or written.
+const BUF: usize = 65535;
+/// How often an idle worker looks at the stop flag.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Answer `packet` on the fast path into `out`; `None` if it is not a plain query we answer
+/// here (the caller then hands it to hickory).
+pub fn answer(handler: &DnsHandler, packet: &[u8], out: &mut [u8]) -> Option<usize> {
+    let header = packet.get(..12)?;
+    let be = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
+    let (id, flags) = (be(0), be(2));
+    // A query (QR clear), opcode QUERY, one question, no answer/authority, at most an OPT.
+    if flags & 0xF800 != 0 || be(4) != 1 || be(6) != 0 || be(8) != 0 || be(10) > 1 {
+        return None;
+    }
+    let mut qname = [0u8; MAX_WIRE];
+    let mut at = 12;
+    let mut len = 0;
+    loop {
+        let l = usize::from(*packet.get(at)?);
+        if l > 63 || len + l + 1 > MAX_WIRE {
+            return None;
+        }
+        let label = packet.get(at..at + 1 + l)?;
+        qname[len..len + 1 + l].copy_from_slice(label);
+        len += 1 + l;
+        at += 1 + l;
+        if l == 0 {
+            break;
+        }
+    }
+    let qname = &mut qname[..len];
+    qname.make_ascii_lowercase();
+    let fixed = packet.get(at..at + 4)?;
+    let qtype = RecordType::from(u16::from_be_bytes([fixed[0], fixed[1]]));
+    let qclass = DNSClass::from(u16::from_be_bytes([fixed[2], fixed[3]]));
+    let question = &packet[12..at + 4];
+    let rest = &packet[at + 4..];
+    let edns = if be(10) == 1 {
+        Some(opt_payload(rest)?)
+    } else if rest.is_empty() {
+        None
+    } else {
+        return None;
+    };
+    let limit = usize::from(handler.udp_limit(edns));
+    let query = Query {
+        id,
+        flags,
+        question,
+        edns: edns.map(|_| handler.udp_limit(edns)),
+    };
+    handler.zones().with_zone(qname, |zone| {
+        let plan = answer::plan(zone, qname, qtype, qclass, id);
+        if !encode::plain_rcode(plan.rcode) || !encode::supported(&plan) {
+            return None;
+        }
+        encode::response(out, limit, &query, &plan)
+    })
+}
+
+/// The client's UDP size from an OPT record that is the whole rest of the packet: version 0,
+/// and only options hickory reads without complaint (NSID, cookies, padding).
+fn opt_payload(rest: &[u8]) -> Option<u16> {
+    let fixed = rest.get(..11)?;
+    let be = |i: usize| u16::from_be_bytes([fixed[i], fixed[i + 1]]);
+    if fixed[0] != 0 || be(1) != u16::from(RecordType::OPT) || fixed[6] != 0 {
+        return None;
+    }
+    let payload = be(3);
+    let rdlen = usize::from(be(9));
+    let mut options = rest.get(11..)?;
+    if options.len() != rdlen {
+        return None;
+    }
+    while !options.is_empty() {
+        let code = u16::from_be_bytes([*options.first()?, *options.get(1)?]);
+        let olen = usize::from(u16::from_be_bytes([*options.get(2)?, *options.get(3)?]));
+        let ok = match code {
+            3 | 12 => true,
+            10 => olen == 8 || (16..=40).contains(&olen),
+            _ => false,
+        };
+        if !ok {
+            return None;
+        }
+        options = options.get(4 + olen..)?;
+    }
+    Some(payload)
+}
+
+/// Running UDP workers; dropping them does not stop them, [`UdpWorkers::stop`] does.
+pub struct UdpWorkers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl UdpWorkers {
+    /// Bind `workers` sockets to `addr` (port already chosen) and start one thread each.
+    pub fn start(
+        addr: SocketAddr,
+        workers: usize,
+        handler: Arc<DnsHandler>,
+        runtime: tokio::runtime::Handle,
+    ) -> io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for i in 0..workers.max(1) {
+            let socket = Arc::new(bind(addr)?);
+            let handler = handler.clone();
+            let stop = stop.clone();
+            let runtime = runtime.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("dns-udp-{i}"))
+                    .spawn(move || serve(&socket, &handler, &runtime, &stop))?,
+            );
+        }
+        Ok(Self { stop, threads })
+    }
+
+    /// Stop the workers and wait for them.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol as Proto, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Proto::UDP))?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(POLL))?;
+    Ok(socket)
+}
+
+fn serve(
+    socket: &Arc<UdpSocket>,
+    handler: &Arc<DnsHandler>,
+    runtime: &tokio::runtime::Handle,
+    stop: &AtomicBool,
+) {
+    let mut packet = vec![0u8; BUF];
+    let mut out = vec![0u8; BUF];
+    while !stop.load(Ordering::Acquire) {
+        let (n, src) = match socket.recv_from(&mut packet) {
+            Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                // ICMP errors from earlier sends and the like: the socket stays usable.
+                debug!("UDP receive error: {e}");
+                continue;
+            }
+        };
+        let query = &packet[..n];
+        match answer(handler, query, &mut out) {
+            Some(len) => {
+                if let Err(e) = socket.send_to(&out[..len], src) {
+                    debug!("UDP send to {src} failed: {e}");
+                }
+            }
+            None => slow(socket, handler, runtime, query, src),
+        }
+    }
+}
+
+/// hickory's way with a datagram, as its own UDP server would: drop anything shorter than a
+/// header or any response, FORMERR for a header with an undecodable body, else the handler.
+fn slow(
+    socket: &Arc<UdpSocket>,
+    handler: &DnsHandler,
+    runtime: &tokio::runtime::Handle,
+    query: &[u8],
+    src: SocketAddr,
+) {
+    let reply = UdpReply {
+        socket: socket.clone(),
+        dst: src,
+    };
+    let mut decoder = BinDecoder::new(query);
+    let Ok(header) = Header::read(&mut decoder) else {
+        return;
+    };
+    match Request::from_bytes(query.to_vec(), src, Protocol::Udp) {
+        Ok(request) => {
+            if request.metadata.message_type == hickory_proto::op::MessageType::Response {
+                return;
+            }
+            runtime.block_on(handler.handle_request::<_, TokioTime>(&request, reply));
+        }
+        Err(_) => {
+            let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+                return;
+            };
+            let response = MessageResponseBuilder::new(&queries, None)
+                .error_msg(&header.metadata, ResponseCode::FormErr);
+            let mut reply = reply;
+            let _ = runtime.block_on(reply.send_response(response));
+        }
+    }
+}
+
+/// Sends hickory's encoded responses on a worker's socket.
+#[derive(Clone)]
+struct UdpReply {
+    socket: Arc<UdpSocket>,
+    dst: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for UdpReply {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        // As hickory's own UDP path: the client's size (or 512), SERVFAIL if encoding fails.
+        let max = response.edns().map_or(512, |e| e.max_payload());
+        let id = response.metadata().id;
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(_) => {
+                bytes.clear();
+                let mut metadata = Metadata::new(
+                    id,
+                    hickory_proto::op::MessageType::Response,
+                    hickory_proto::op::OpCode::Query,
+                );
+                metadata.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata,
+                    counts: Default::default(),
+                };
+                let mut encoder = BinEncoder::new(&mut bytes);
+                hickory_proto::serialize::binary::BinEncodable::emit(&header, &mut encoder)
+                    .map_err(NetError::from)?;
+                ResponseInfo::from(header)
+            }
+        };
+        self.socket
+            .send_to(&bytes, self.dst)
+            .map_err(NetError::from)?;
+        Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::snapshot::ZoneSnapshot;
+    use crate::zone::store::ZoneStore;
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as HQuery};
+    use hickory_proto::rr::rdata::{A, SOA, SRV, TXT};
+    use hickory_proto::rr::{Name, RData};
+    use std::str::FromStr;
+
+    fn handler() -> DnsHandler {
+        let n = |s: &str| Name::from_str(s).expect("name");
+        let soa = Record::from_rdata(
+            n("marathon.local."),
+            60,
+            RData::SOA(SOA::new(
+                n("ns1.marathon.local."),
+                n("h.marathon.local."),
+                1,
+                60,
+                30,
+                3600,
+                5,
+            )),
+        );
+        let zone = ZoneSnapshot::new(
+            soa,
+            [
+                Record::from_rdata(
+                    n("t1.web.marathon.local."),
+                    5,
+                    RData::A(A::new(10, 0, 0, 1)),
+                ),
+                Record::from_rdata(
+                    n("_web._tcp.marathon.local."),
+                    5,
+                    RData::SRV(SRV::new(0, 1, 31000, n("t1.web.marathon.local."))),
+                ),
+                Record::from_rdata(
+                    n("txt.marathon.local."),
+                    5,
+                    RData::TXT(TXT::new(vec!["x".into()])),
+                ),
+            ],
+        );
+        DnsHandler::new(
+            Arc::new(ZoneStore::new(zone, Vec::new())),
+            crate::dns::handler::AnswerOptions::default(),
+        )
+    }
+
+    fn packet(name: &str, rtype: RecordType, edns: bool) -> Vec<u8> {
+        let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+        m.add_query(HQuery::query(Name::from_str(name).expect("name"), rtype));
+        if edns {
+            m.set_edns(Edns::new());
+        }
+        m.to_vec().expect("encode")
+    }
+
+    #[test]
+    fn plain_queries_take_the_fast_path_and_decode() {
+        let h = handler();
+        let mut out = vec![0u8; BUF];
+        for (name, rtype) in [
+            ("_WEB._tcp.marathon.local.", RecordType::SRV),
+            ("t1.web.marathon.local.", RecordType::A),
+            ("nope.marathon.local.", RecordType::A),
+            ("web.marathon.local.", RecordType::AAAA),
+            ("txt.marathon.local.", RecordType::TXT),
+            ("example.com.", RecordType::A),
+        ] {
+            for edns in [false, true] {
+                let len = answer(&h, &packet(name, rtype, edns), &mut out)
+                    .unwrap_or_else(|| panic!("{name} {rtype} went to the slow path"));
+                let reply = Message::from_vec(&out[..len]).expect("decodes");
+                assert_eq!(reply.metadata.id, 9);
+                assert_eq!(reply.edns.is_some(), edns);
+            }
+        }
+        // Other opcodes and garbage are left to hickory.
+        let mut notify = packet("marathon.local.", RecordType::SOA, false);
+        notify[2] |= 0x20;
+        assert_eq!(answer(&h, &notify, &mut out), None);
+        assert_eq!(answer(&h, &[1, 2, 3], &mut out), None);
+    }
+}
