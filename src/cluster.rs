@@ -71,7 +71,76 @@ pub struct Task {
     pub health: Vec<bool>,
 }
 
-/// An app definition plus its tasks, keyed by task id.
+/// An app's tasks, sorted by id, in a vector sized to fit (a `BTreeMap` leaf reserves room
+/// for eleven; apps run one to a few tasks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tasks(Vec<Task>);
+
+impl Tasks {
+    fn find(&self, id: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|t| t.id.as_str().cmp(id))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Task> {
+        self.find(id).ok().map(|i| &self.0[i])
+    }
+
+    /// Insert or replace the task with the same id.
+    pub fn insert(&mut self, task: Task) {
+        match self.find(&task.id) {
+            Ok(i) => self.0[i] = task,
+            Err(i) => {
+                self.0.reserve_exact(1);
+                self.0.insert(i, task);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Task> {
+        let i = self.find(id).ok()?;
+        Some(self.0.remove(i))
+    }
+
+    pub fn values(&self) -> std::slice::Iter<'_, Task> {
+        self.0.iter()
+    }
+
+    pub fn values_mut(&mut self) -> std::slice::IterMut<'_, Task> {
+        self.0.iter_mut()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<Task> for Tasks {
+    fn from_iter<I: IntoIterator<Item = Task>>(iter: I) -> Self {
+        let mut v: Vec<Task> = iter.into_iter().collect();
+        // Later duplicates win, as with repeated inserts.
+        v.reverse();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v.dedup_by(|a, b| a.id == b.id);
+        v.shrink_to_fit();
+        Self(v)
+    }
+}
+
+impl std::ops::Index<&str> for Tasks {
+    type Output = Task;
+    fn index(&self, id: &str) -> &Task {
+        match self.get(id) {
+            Some(t) => t,
+            None => panic!("no task {id}"),
+        }
+    }
+}
+
+/// An app definition plus its tasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct App {
     pub id: AppId,
@@ -79,7 +148,7 @@ pub struct App {
     pub ports: Vec<PortSpec>,
     /// Number of health checks defined; 0 means health is not considered.
     pub health_checks: usize,
-    pub tasks: BTreeMap<String, Task>,
+    pub tasks: Tasks,
 }
 
 impl App {
@@ -242,7 +311,7 @@ impl Cluster {
                     health,
                 };
                 let changed = app.tasks.get(task_id) != Some(&task);
-                app.tasks.insert(task_id.clone(), task);
+                app.tasks.insert(task);
                 Applied {
                     changed,
                     refetch: None,
@@ -312,7 +381,7 @@ mod tests {
             network: Network::Host,
             ports: vec![],
             health_checks,
-            tasks: BTreeMap::new(),
+            tasks: Tasks::default(),
         }
     }
 

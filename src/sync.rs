@@ -135,6 +135,8 @@ pub struct Syncer {
     unresolved_hosts: bool,
     /// Resyncs are failing: an outage is logged when it starts and when it ends.
     resync_failing: bool,
+    /// The stream reconnected while a snapshot was in flight: fetch another one after it.
+    resync_again: bool,
 }
 
 fn unix_now() -> u64 {
@@ -168,6 +170,7 @@ impl Syncer {
             connect_pending: false,
             unresolved_hosts: false,
             resync_failing: false,
+            resync_again: false,
         }
     }
 
@@ -180,6 +183,10 @@ impl Syncer {
         // Throttle, not debounce: a lone event is published at once; during a burst at most
         // one publish per coalescing window.
         let mut last_flush: Option<Instant> = None;
+        // A full snapshot is fetched on its own task while events keep being applied; those
+        // events are replayed over the snapshot when it arrives (it may predate them).
+        let (fetched_tx, mut fetched_rx) = mpsc::channel::<(Fetched, Duration)>(1);
+        let mut replay: Option<Vec<Decoded>> = None;
         loop {
             if self.unresolved_hosts && flush_at.is_none() {
                 // Agents whose names did not resolve: try again without waiting for an event.
@@ -201,10 +208,18 @@ impl Syncer {
                             self.status.stream_synced.store(false, Ordering::Release);
                             // Stream first, then snapshot: nothing between the two is lost.
                             // (Reconnect storms are bounded by the stream's backoff, which only
-                            // resets once a stream delivers events.)
-                            next_resync = Some(Instant::now());
+                            // resets once a stream delivers events.) A snapshot already in
+                            // flight may predate the connect: fetch another after it.
+                            if replay.is_some() {
+                                self.resync_again = true;
+                            } else {
+                                next_resync = Some(Instant::now());
+                            }
                         }
                         StreamMessage::Event(decoded) => {
+                            if let Some(replay) = &mut replay {
+                                replay.push(decoded.clone());
+                            }
                             self.on_event(decoded);
                             if !self.dirty.is_empty() || !self.refetch.is_empty() {
                                 let earliest = last_flush
@@ -220,10 +235,26 @@ impl Syncer {
                         }
                     }
                 }
-                () = sleep_until(resync_sleep) => {
-                    if self.full_resync().await {
+                () = sleep_until(resync_sleep), if replay.is_none() => {
+                    next_resync = None;
+                    replay = Some(Vec::new());
+                    self.status.resyncs.fetch_add(1, Ordering::Relaxed);
+                    let (client, base, tx) = (self.client.clone(), self.base.clone(), fetched_tx.clone());
+                    tokio::spawn(async move {
+                        let started = Instant::now();
+                        let fetched = fetch_snapshot(&client, base.as_ref()).await;
+                        let _ = tx.send((fetched, started.elapsed())).await;
+                    });
+                }
+                Some((fetched, fetch_time)) = fetched_rx.recv() => {
+                    let replayed = replay.take().unwrap_or_default();
+                    if self.finish_resync(fetched, fetch_time, replayed).await {
                         retry_delay = Duration::from_millis(500);
-                        next_resync = Some(Instant::now() + self.cfg.resync_interval);
+                        next_resync = Some(if std::mem::take(&mut self.resync_again) {
+                            Instant::now()
+                        } else {
+                            Instant::now() + self.cfg.resync_interval
+                        });
                     } else {
                         // Keep serving the last good zone; try again soon.
                         next_resync = Some(Instant::now() + retry_delay);
@@ -297,28 +328,29 @@ impl Syncer {
         self.publish_dirty().await;
     }
 
-    /// Replace the model with Marathon's full view. False if Marathon could not be read.
-    async fn full_resync(&mut self) -> bool {
-        self.status.resyncs.fetch_add(1, Ordering::Relaxed);
-        // The stream's Marathon first; only if it fails, every other candidate.
-        let mut fetched = Err(String::from("no Marathon URL"));
-        if let Some(base) = &self.base {
-            fetched = self.client.apps(base).await.map_err(|e| e.to_string());
-        }
-        if fetched.is_err() {
-            for base in self.client.candidates().await {
-                if Some(&base) == self.base.as_ref() {
-                    continue;
-                }
-                fetched = self.client.apps(&base).await.map_err(|e| e.to_string());
-                if fetched.is_ok() {
-                    break;
-                }
-            }
-        }
+    /// Take a fetched snapshot (and the events that arrived meanwhile) as the model. False if
+    /// Marathon could not be read.
+    async fn finish_resync(
+        &mut self,
+        fetched: Fetched,
+        fetch_time: Duration,
+        replayed: Vec<Decoded>,
+    ) -> bool {
         let ok = match fetched {
             Ok((apps, skipped)) => {
-                self.replace_model(apps, skipped).await;
+                let started = Instant::now();
+                let first = !self.status.is_synced();
+                let changed = self.replace_model(apps, skipped, replayed).await;
+                let (fetch_ms, build_ms) = (fetch_time.as_millis(), started.elapsed().as_millis());
+                if first {
+                    let tasks: usize = self.cluster.apps.values().map(|a| a.tasks.len()).sum();
+                    info!(
+                        apps = self.cluster.apps.len(),
+                        tasks, fetch_ms, build_ms, "initial sync from Marathon complete"
+                    );
+                } else {
+                    debug!(changed, fetch_ms, build_ms, "resync complete");
+                }
                 true
             }
             Err(last_error) => {
@@ -338,64 +370,103 @@ impl Syncer {
         ok
     }
 
-    /// Take a full snapshot as the model and publish it. The zone is brought up to date on a
-    /// blocking thread: at 100,000 tasks that is real CPU work, which must not hold up the
-    /// runtime's other tasks (TCP answers).
-    async fn replace_model(&mut self, apps: Vec<crate::cluster::App>, skipped: Vec<String>) {
+    /// Take a full snapshot as the model, replay the events that arrived while it was being
+    /// fetched, and publish. Only apps that differ from the current model are rebuilt, so a
+    /// periodic resync costs a comparison, not a zone build; the initial sync (every app new)
+    /// builds on a blocking thread, off the runtime's workers.
+    async fn replace_model(
+        &mut self,
+        apps: Vec<crate::cluster::App>,
+        skipped: Vec<String>,
+        replayed: Vec<Decoded>,
+    ) -> usize {
         for s in skipped {
             warn!("skipping an app Marathon sent that cannot be parsed: {s}");
         }
         let cluster = Cluster {
             apps: apps.into_iter().map(|app| (app.id.clone(), app)).collect(),
         };
-        let hosts = build::hosts_to_resolve(cluster.apps.values(), self.cfg.zone.include_unhealthy);
-        self.hosts.resolve(&hosts).await;
-        self.hosts.retain(&hosts);
-        let known = self.hosts.known();
-        let old = std::mem::take(&mut self.cluster);
-        let Some(mut builder) = self.builder.take() else {
-            return;
-        };
-        let joined = tokio::task::spawn_blocking(move || {
-            let ids: BTreeSet<AppId> = old
+        let old = std::mem::replace(&mut self.cluster, cluster);
+        let mut changed: BTreeSet<AppId> = old
+            .apps
+            .keys()
+            .filter(|id| !self.cluster.apps.contains_key(*id))
+            .cloned()
+            .collect();
+        changed.extend(
+            self.cluster
                 .apps
-                .keys()
-                .chain(cluster.apps.keys())
-                .cloned()
-                .collect();
-            let lookup = |h: &str| known.get(h).cloned().unwrap_or_default();
-            let updated = builder.update(&cluster, &ids, &lookup);
-            (cluster, builder, updated)
-        })
-        .await;
-        let Ok((cluster, builder, updated)) = joined else {
-            // Only a panic in the build gets here; the next resync starts from scratch.
-            warn!("zone build failed; serving the last good zone");
-            self.builder = Some(ZoneBuilder::new(
-                self.cfg.zone.clone(),
-                self.cfg.soa.clone(),
-                &self.cfg.statics,
-                self.store.marathon().serial(),
-            ));
-            return;
-        };
-        self.cluster = cluster;
-        self.builder = Some(builder);
-        self.dirty.clear();
+                .iter()
+                .filter(|(id, app)| old.apps.get(*id) != Some(*app))
+                .map(|(id, _)| id.clone()),
+        );
+        drop(old);
         self.refetch.clear();
         self.not_apps.clear();
-        self.publish(updated);
-        if std::mem::take(&mut self.connect_pending) {
+        for decoded in replayed {
+            self.on_event(decoded);
+        }
+        changed.append(&mut self.dirty);
+        let count = changed.len();
+        let hosts =
+            build::hosts_to_resolve(self.cluster.apps.values(), self.cfg.zone.include_unhealthy);
+        self.hosts.resolve(&hosts).await;
+        self.hosts.retain(&hosts);
+        let updated = if changed.len() > BLOCKING_BUILD {
+            self.update_blocking(changed).await
+        } else {
+            let hosts = &self.hosts;
+            let lookup = |h: &str| hosts.addresses(h);
+            self.builder
+                .as_mut()
+                .map(|b| b.update(&self.cluster, &changed, &lookup))
+        };
+        if let Some(updated) = updated {
+            self.publish(updated);
+        }
+        let changed = count;
+        // A snapshot that may predate the stream's (re)connect does not make the zone live.
+        if self.connect_pending && !self.resync_again {
+            self.connect_pending = false;
             self.status.stream_synced.store(true, Ordering::Release);
         }
         if std::mem::take(&mut self.resync_failing) {
             info!("Marathon answers again; the zone is up to date");
         }
-        if !self.status.synced.swap(true, Ordering::AcqRel) {
-            info!(
-                apps = self.cluster.apps.len(),
-                "initial sync from Marathon complete"
-            );
+        self.status.synced.store(true, Ordering::Release);
+        release_freed_memory();
+        changed
+    }
+
+    /// A big update (the initial sync) on a blocking thread: at 100,000 tasks it is real CPU
+    /// work, which must not hold up the runtime's other tasks (TCP answers).
+    async fn update_blocking(&mut self, changed: BTreeSet<AppId>) -> Option<Updated> {
+        let mut builder = self.builder.take()?;
+        let cluster = std::mem::take(&mut self.cluster);
+        let known = self.hosts.known();
+        let joined = tokio::task::spawn_blocking(move || {
+            let lookup = |h: &str| known.get(h).cloned().unwrap_or_default();
+            let updated = builder.update(&cluster, &changed, &lookup);
+            (cluster, builder, updated)
+        })
+        .await;
+        match joined {
+            Ok((cluster, builder, updated)) => {
+                self.cluster = cluster;
+                self.builder = Some(builder);
+                Some(updated)
+            }
+            Err(e) => {
+                // Only a panic in the build gets here: start the zone afresh at the next resync.
+                warn!("zone build failed, serving the last good zone: {e}");
+                self.builder = Some(ZoneBuilder::new(
+                    self.cfg.zone.clone(),
+                    self.cfg.soa.clone(),
+                    &self.cfg.statics,
+                    self.store.marathon().serial(),
+                ));
+                None
+            }
         }
     }
 
@@ -444,6 +515,44 @@ impl Syncer {
         self.status.serial.store(serial, Ordering::Release);
         self.status.publishes.fetch_add(1, Ordering::Relaxed);
         self.status.changed.notify_waiters();
+    }
+}
+
+/// A full snapshot: the apps and the errors of apps that could not be parsed, or why Marathon
+/// could not be read.
+type Fetched = Result<(Vec<crate::cluster::App>, Vec<String>), String>;
+
+/// Updates that change more apps than this run on a blocking thread.
+const BLOCKING_BUILD: usize = 1000;
+
+/// `GET /v2/apps?embed=apps.tasks` from the stream's Marathon first; only if it fails, from
+/// every other candidate.
+async fn fetch_snapshot(client: &MarathonClient, stream_base: Option<&Url>) -> Fetched {
+    let mut fetched = Err(String::from("no Marathon URL"));
+    if let Some(base) = stream_base {
+        fetched = client.apps(base).await.map_err(|e| e.to_string());
+    }
+    if fetched.is_err() {
+        for base in client.candidates().await {
+            if Some(&base) == stream_base {
+                continue;
+            }
+            fetched = client.apps(&base).await.map_err(|e| e.to_string());
+            if fetched.is_ok() {
+                break;
+            }
+        }
+    }
+    fetched
+}
+
+/// Hand the memory a snapshot's parse freed back to the system. glibc keeps freed small blocks
+/// in its arenas; after parsing tens of megabytes of JSON that is most of the resident size.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -577,3 +577,55 @@ async fn pod_task_events_are_skipped_cleanly() {
     );
     running.shutdown().await;
 }
+
+/// A slow Marathon snapshot does not hold events back, and when it arrives, older than the
+/// events applied meanwhile, it does not undo them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_flow_during_a_slow_resync_and_survive_it() {
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_app(web_app());
+    let first = sim
+        .start_task("/prod/web", "127.0.0.21", &[])
+        .expect("task");
+    let running = start_against(&sim, |s| s.resync_interval = Duration::from_millis(200)).await;
+    let dns = running.udp[0];
+    let name = "_web._tcp.prod.marathon.local";
+    assert_eq!(srv_count(dns, name).await, 1);
+
+    // Every snapshot now arrives 1.5 s after Marathon took it.
+    sim.delay_rest(Some(Duration::from_millis(1500)));
+    let resyncs = running.status.resyncs();
+    let requests = sim.requests("/v2/apps");
+    eventually("a slow snapshot in flight", || async {
+        sim.requests("/v2/apps") > requests
+    })
+    .await;
+    // Taken before these events: the snapshot still has `first` and not `second`.
+    sim.kill_task(&first);
+    sim.start_task("/prod/web", "127.0.0.22", &[])
+        .expect("task");
+    let took = eventually("events applied during the resync", || async {
+        let m = q(dns, "web.prod.marathon.local", RecordType::A).await;
+        rdata(&m, RecordType::A) == ["127.0.0.22"]
+    })
+    .await;
+    assert!(
+        took < Duration::from_millis(1000),
+        "events waited for the snapshot: {took:?}"
+    );
+    assert_eq!(running.status.resyncs(), resyncs + 1, "still in flight");
+    // The stale snapshot lands; the events are replayed over it.
+    let serial = running.status.serial();
+    eventually("the slow snapshot applied", || async {
+        running.status.resyncs() > resyncs + 1
+    })
+    .await;
+    let m = q(dns, "web.prod.marathon.local", RecordType::A).await;
+    assert_eq!(
+        rdata(&m, RecordType::A),
+        ["127.0.0.22"],
+        "serial was {serial}"
+    );
+    sim.delay_rest(None);
+    running.shutdown().await;
+}

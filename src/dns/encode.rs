@@ -197,11 +197,7 @@ pub fn supported(plan: &Plan<'_>) -> bool {
     let known = |rec: &Rec| !matches!(rec.rdata, Rdata::Other(_));
     (0..plan.len()).all(|i| {
         plan.entry(i).is_some_and(|(entry, glue)| {
-            known(entry.rec)
-                && glue
-                    .iter()
-                    .flatten()
-                    .all(|(_, set)| set.records.iter().all(known))
+            known(entry.rec) && glue.iter().flatten().all(|(_, set)| set.iter().all(known))
         })
     })
 }
@@ -236,7 +232,7 @@ fn write_response<'z>(
     for i in 0..keep {
         if let Some((_, glue)) = plan.entry(i) {
             for (owner, set) in glue.iter().flatten() {
-                for rec in &set.records {
+                for rec in set.iter() {
                     e.record(owner, rec.ttl, rec)?;
                     additional += 1;
                 }

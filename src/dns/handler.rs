@@ -90,9 +90,7 @@ impl Records {
                     .iter()
                     .flatten()
                     .flat_map(|(owner, set)| {
-                        set.records
-                            .iter()
-                            .filter_map(|r| hickory_record(owner, r.ttl, r))
+                        set.iter().filter_map(|r| hickory_record(owner, r.ttl, r))
                     })
                     .collect();
                 Some((record, glue))

@@ -1,6 +1,5 @@
 //! Wire format → domain model. Version differences are resolved here, once.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::wire::{self, WireApp, WireIp, WirePortMapping, WireTask};
@@ -308,8 +307,8 @@ pub fn app(w: &WireApp) -> App {
             .as_deref()
             .unwrap_or_default()
             .iter()
-            .map(|t| (t.id.clone(), task(t)))
-            .collect::<BTreeMap<_, _>>(),
+            .map(task)
+            .collect(),
     }
 }
 

@@ -45,6 +45,8 @@ pub(crate) struct Behaviour {
     pub auth: Option<String>,
     /// `/v2/leader` answers 503 (leader unknown).
     pub leader_unknown: bool,
+    /// REST answers are sent this long after the state they show was taken.
+    pub rest_delay: Option<Duration>,
 }
 
 pub(crate) struct Shared {
@@ -185,6 +187,11 @@ impl Simulator {
     /// Require this `Authorization` header value on every request.
     pub fn require_auth(&self, header_value: Option<String>) {
         lock(&self.node.behaviour).auth = header_value;
+    }
+
+    /// Send REST answers `delay` after taking the state they show (a slow Marathon).
+    pub fn delay_rest(&self, delay: Option<Duration>) {
+        lock(&self.node.behaviour).rest_delay = delay;
     }
 
     /// Make `/v2/leader` answer 503 ("Could not determine the current leader").

@@ -132,6 +132,9 @@ impl Contribution {
             .extend(self.records.iter().map(|(o, _, _)| o.clone()));
         self.names.sort();
         self.names.dedup();
+        // Kept until the next change of these apps: no spare capacity.
+        self.records.shrink_to_fit();
+        self.names.shrink_to_fit();
         self
     }
 }

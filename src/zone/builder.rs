@@ -63,7 +63,7 @@ impl ZoneBuilder {
         static_unit.records.sort();
         static_unit.records.dedup();
         for (owner, ttl, rdata) in &static_unit.records {
-            nodes.entry(owner.clone()).or_default().add(*ttl, rdata);
+            nodes.entry(owner).add(*ttl, rdata);
             snapshot::add_name(&mut nodes, owner, &origin);
         }
         let mut builder = Self {
@@ -89,9 +89,8 @@ impl ZoneBuilder {
 
     /// Put the SOA at `serial` into the apex node.
     fn set_soa(&mut self, serial: u32) {
-        let apex = self.nodes.entry(self.origin.clone()).or_default();
-        apex.rrsets.retain(|s| s.rtype != RecordType::SOA);
-        apex.add(self.soa.ttl, &self.soa.rdata(serial, self.cfg.ttl));
+        let soa = self.soa.rdata(serial, self.cfg.ttl);
+        self.nodes.entry(&self.origin).replace(self.soa.ttl, &soa);
         self.serial = serial;
     }
 
@@ -296,10 +295,7 @@ impl ZoneBuilder {
             snapshot::add_name(&mut self.nodes, n, &origin);
         }
         for (owner, ttl, rdata) in sorted_minus(&new.records, &old.records) {
-            self.nodes
-                .entry(owner.clone())
-                .or_default()
-                .add(*ttl, rdata);
+            self.nodes.entry(owner).add(*ttl, rdata);
         }
         for (owner, ttl, rdata) in sorted_minus(&old.records, &new.records) {
             if let Some(node) = self.nodes.get_mut(&owner[..]) {
@@ -349,7 +345,7 @@ mod tests {
                 container_port: None,
             }],
             health_checks: 0,
-            tasks: BTreeMap::new(),
+            tasks: Default::default(),
         }
     }
 
@@ -418,11 +414,11 @@ mod tests {
                     let head = ["c7c311a4", "0badf00d", "12345678"][next(3) as usize];
                     let host = format!("10.0.0.{}", next(3));
                     let t = task(head, &host, 31000 + next(4) as u16);
-                    a.tasks.insert(t.id.clone(), t);
+                    a.tasks.insert(t);
                 }
                 3 => {
                     if let Some(a) = cluster.apps.get_mut(&id) {
-                        let first = a.tasks.keys().next().cloned();
+                        let first = a.tasks.values().next().map(|t| t.id.clone());
                         if let Some(k) = first {
                             a.tasks.remove(&k);
                         }
@@ -453,7 +449,7 @@ mod tests {
         for id in ["/prod/web", "/prod/api"] {
             let mut a = app(id);
             let t = task("0badf00d", "10.0.0.1", 31000);
-            a.tasks.insert(t.id.clone(), t);
+            a.tasks.insert(t);
             cluster.apps.insert(id.into(), a);
         }
         let ids: Vec<AppId> = cluster.apps.keys().cloned().collect();

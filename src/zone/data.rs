@@ -163,76 +163,90 @@ pub struct Rec {
     pub(crate) refs: u32,
 }
 
-/// The records of one type at one name, sorted by data (answers rotate from there).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RRset {
-    pub rtype: RecordType,
-    pub records: Vec<Rec>,
-}
-
-/// One owner name: its RRsets (sorted by type), none for an empty non-terminal.
+/// One owner name: its records sorted by type then data (each type's records, an RRset, are
+/// contiguous); none for an empty non-terminal. One allocation per node, sized exactly.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Node {
-    pub rrsets: Vec<RRset>,
+    records: Vec<Rec>,
     /// Contributions that make this name exist (it or a name below it is theirs).
     pub(crate) refs: u32,
 }
 
+/// The records of one type at one name.
+pub type RRset = [Rec];
+
+fn key(rec: &Rec) -> (RecordType, &Rdata, u32) {
+    (rec.rdata.record_type(), &rec.rdata, rec.ttl)
+}
+
 impl Node {
+    /// The RRset of `rtype`, if the name has one.
     pub fn rrset(&self, rtype: RecordType) -> Option<&RRset> {
-        self.rrsets.iter().find(|s| s.rtype == rtype)
+        // Linear: a name holds one to three types.
+        let start = self
+            .records
+            .iter()
+            .position(|r| r.rdata.record_type() == rtype)?;
+        let len = self.records[start..]
+            .iter()
+            .take_while(|r| r.rdata.record_type() == rtype)
+            .count();
+        Some(&self.records[start..start + len])
+    }
+
+    /// The RRsets in type order.
+    pub fn rrsets(&self) -> impl Iterator<Item = &RRset> {
+        self.records
+            .chunk_by(|a, b| a.rdata.record_type() == b.rdata.record_type())
+    }
+
+    pub fn has_records(&self) -> bool {
+        !self.records.is_empty()
     }
 
     /// Add one reference to a record.
     pub(crate) fn add(&mut self, ttl: u32, rdata: &Rdata) {
-        let rtype = rdata.record_type();
-        let at = match self.rrsets.binary_search_by(|s| s.rtype.cmp(&rtype)) {
-            Ok(i) => i,
+        let wanted = (rdata.record_type(), rdata, ttl);
+        match self.records.binary_search_by(|r| key(r).cmp(&wanted)) {
+            Ok(i) => self.records[i].refs += 1,
             Err(i) => {
-                self.rrsets.insert(
+                // Exact capacity: most names hold one to three records for their whole life.
+                self.records.reserve_exact(1);
+                self.records.insert(
                     i,
-                    RRset {
-                        rtype,
-                        records: Vec::with_capacity(1),
+                    Rec {
+                        ttl,
+                        rdata: rdata.clone(),
+                        refs: 1,
                     },
                 );
-                i
             }
-        };
-        let set = &mut self.rrsets[at].records;
-        match set.binary_search_by(|r| (&r.rdata, r.ttl).cmp(&(rdata, ttl))) {
-            Ok(i) => set[i].refs += 1,
-            Err(i) => set.insert(
-                i,
-                Rec {
-                    ttl,
-                    rdata: rdata.clone(),
-                    refs: 1,
-                },
-            ),
         }
     }
 
     /// Drop one reference to a record.
     pub(crate) fn remove(&mut self, ttl: u32, rdata: &Rdata) {
-        let rtype = rdata.record_type();
-        let Ok(at) = self.rrsets.binary_search_by(|s| s.rtype.cmp(&rtype)) else {
-            return;
-        };
-        let set = &mut self.rrsets[at].records;
-        if let Ok(i) = set.binary_search_by(|r| (&r.rdata, r.ttl).cmp(&(rdata, ttl))) {
-            set[i].refs -= 1;
-            if set[i].refs == 0 {
-                set.remove(i);
+        let wanted = (rdata.record_type(), rdata, ttl);
+        if let Ok(i) = self.records.binary_search_by(|r| key(r).cmp(&wanted)) {
+            self.records[i].refs -= 1;
+            if self.records[i].refs == 0 {
+                self.records.remove(i);
+                if self.records.capacity() > 2 * self.records.len() + 2 {
+                    self.records.shrink_to_fit();
+                }
             }
         }
-        if set.is_empty() {
-            self.rrsets.remove(at);
-        }
+    }
+
+    /// Replace the RRset of `rtype` by one record.
+    pub(crate) fn replace(&mut self, ttl: u32, rdata: &Rdata) {
+        let rtype = rdata.record_type();
+        self.records.retain(|r| r.rdata.record_type() != rtype);
+        self.add(ttl, rdata);
     }
 
     /// Nothing holds this name any more.
     pub(crate) fn is_unused(&self) -> bool {
-        self.refs == 0 && self.rrsets.is_empty()
+        self.refs == 0 && self.records.is_empty()
     }
 }

@@ -5,6 +5,7 @@ pub mod builder;
 pub mod data;
 pub mod export;
 pub mod name;
+pub mod nodes;
 pub mod snapshot;
 pub mod store;
 pub mod zonefile;

@@ -1,18 +1,17 @@
 //! An immutable zone: every name that exists, its RRsets, and the lookup rules of an
 //! authoritative server (RFC 1034 §4.3.2, RFC 2308, RFC 8020).
 //!
-//! The nodes live in a persistent hash map (`imbl`): a snapshot is an O(1) clone of the
+//! The nodes live in a persistent map ([`Nodes`]): a snapshot is an O(1) clone of the
 //! builder's map, and a publish that changes a few names copies only the paths to them, so
 //! successive snapshots share almost everything. A published snapshot is never mutated.
 //! Lookups allocate nothing: they return borrowed records.
 
 use hickory_proto::rr::{Name, Record, RecordType};
 
-use super::data::{Node, RRset, Rdata, Rec};
+use super::data::{RRset, Rdata, Rec};
 use super::name::{self, WireName};
 
-/// The node map: lower-cased wire names → nodes.
-pub type Nodes = imbl::HashMap<WireName, Node>;
+pub use super::nodes::Nodes;
 
 /// Longest CNAME chain followed inside a zone.
 pub const MAX_CNAME_CHAIN: usize = 8;
@@ -57,7 +56,7 @@ impl<'z> Lookup<'z> {
 
     /// Number of answer records.
     pub fn len(&self) -> usize {
-        self.chain_len + self.rrset.map_or(0, |(_, s)| s.records.len())
+        self.chain_len + self.rrset.map_or(0, |(_, s)| s.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -69,9 +68,7 @@ impl<'z> Lookup<'z> {
     /// query (ID included) always gets the same order. A CNAME chain keeps its order.
     pub fn rotation(&self, id: u16) -> usize {
         match self.rrset {
-            Some((_, set)) if self.chain_len == 0 && set.records.len() > 1 => {
-                usize::from(id) % set.records.len()
-            }
+            Some((_, set)) if self.chain_len == 0 && set.len() > 1 => usize::from(id) % set.len(),
             _ => 0,
         }
     }
@@ -82,11 +79,11 @@ impl<'z> Lookup<'z> {
             return self.chain[i];
         }
         let (owner, set) = self.rrset?;
-        let n = set.records.len();
+        let n = set.len();
         let j = i - self.chain_len;
         (j < n).then(|| Entry {
             owner,
-            rec: &set.records[(j + rotation) % n],
+            rec: &set[(j + rotation) % n],
         })
     }
 }
@@ -111,7 +108,7 @@ impl ZoneSnapshot {
         let (serial, negative_ttl) = nodes
             .get(&origin)
             .and_then(|n| n.rrset(RecordType::SOA))
-            .and_then(|s| s.records.first())
+            .and_then(|s| s.first())
             .map_or((0, 0), |r| match &r.rdata {
                 Rdata::Soa(soa) => (soa.serial, r.ttl.min(soa.minimum)),
                 _ => (0, r.ttl),
@@ -141,10 +138,7 @@ impl ZoneSnapshot {
             if !seen.insert((owner.clone(), record.ttl, rdata.clone())) {
                 continue;
             }
-            nodes
-                .entry(owner.clone())
-                .or_default()
-                .add(record.ttl, &rdata);
+            nodes.entry(&owner).add(record.ttl, &rdata);
             add_name(&mut nodes, &owner, &origin);
         }
         Self::from_parts(origin, nodes)
@@ -171,7 +165,7 @@ impl ZoneSnapshot {
     /// The SOA for the authority section of negative answers: owner, TTL and the record.
     pub fn negative_soa(&self) -> Option<(&[u8], u32, &Rec)> {
         let (owner, node) = self.nodes.get_key_value(&self.origin[..])?;
-        let rec = node.rrset(RecordType::SOA)?.records.first()?;
+        let rec = node.rrset(RecordType::SOA)?.first()?;
         Some((owner, self.negative_ttl, rec))
     }
 
@@ -181,7 +175,7 @@ impl ZoneSnapshot {
     }
 
     /// The node at `name` (lower-cased wire form).
-    pub fn node(&self, name: &[u8]) -> Option<&Node> {
+    pub fn node(&self, name: &[u8]) -> Option<&super::data::Node> {
         self.nodes.get(name)
     }
 
@@ -200,7 +194,7 @@ impl ZoneSnapshot {
                 return out;
             };
             let set = if rtype == RecordType::ANY {
-                node.rrsets.first()
+                node.rrsets().next()
             } else {
                 node.rrset(rtype)
             };
@@ -210,7 +204,7 @@ impl ZoneSnapshot {
             }
             let cname = node
                 .rrset(RecordType::CNAME)
-                .and_then(|set| set.records.first())
+                .and_then(|set| set.first())
                 .filter(|_| rtype != RecordType::CNAME);
             let Some(cname) = cname else {
                 out.outcome = Outcome::NoData;
@@ -246,11 +240,17 @@ impl ZoneSnapshot {
     /// first, ignoring `resolve-prefer`); both for NS and MX hosts (RFC 1035 §3.3.9, §3.3.11).
     pub fn glue(&self, rec: &Rec) -> Glue<'_> {
         let rrset = |host: &[u8], rtype| {
-            let mut lowered = [0u8; name::MAX_WIRE];
-            let len = host.len().min(name::MAX_WIRE);
-            lowered[..len].copy_from_slice(&host[..len]);
-            lowered[..len].make_ascii_lowercase();
-            let (owner, node) = self.nodes.get_key_value(&lowered[..len])?;
+            // Generated targets are lower-case already; zone-file data may not be.
+            let found = if host.iter().any(u8::is_ascii_uppercase) {
+                let mut lowered = [0u8; name::MAX_WIRE];
+                let len = host.len().min(name::MAX_WIRE);
+                lowered[..len].copy_from_slice(&host[..len]);
+                lowered[..len].make_ascii_lowercase();
+                self.nodes.get_key_value(&lowered[..len])
+            } else {
+                self.nodes.get_key_value(host)
+            };
+            let (owner, node) = found?;
             node.rrset(rtype).map(|set| (&owner[..], set))
         };
         match &rec.rdata {
@@ -268,19 +268,22 @@ impl ZoneSnapshot {
     /// Every record as hickory records, SOA first, then by owner name and type; for zone
     /// export and tests.
     pub fn records(&self) -> Vec<Record> {
-        let mut owners: Vec<&WireName> = self.nodes.keys().collect();
+        let mut owners: Vec<&WireName> = self.nodes.iter().map(|(k, _)| k).collect();
         owners.sort_by_key(|w| name::to_name(w));
         let mut soa = Vec::new();
         let mut out = Vec::new();
         for owner in owners {
             let name = name::to_name(owner);
-            for set in &self.nodes[owner].rrsets {
-                for rec in &set.records {
+            let Some(node) = self.nodes.get(owner) else {
+                continue;
+            };
+            for set in node.rrsets() {
+                for rec in set {
                     let Some(data) = rec.rdata.to_hickory() else {
                         continue;
                     };
                     let record = Record::from_rdata(name.clone(), rec.ttl, data);
-                    if set.rtype == RecordType::SOA {
+                    if rec.rdata.record_type() == RecordType::SOA {
                         soa.push(record);
                     } else {
                         out.push(record);
@@ -300,13 +303,7 @@ pub(crate) fn add_name(nodes: &mut Nodes, owner: &WireName, origin: &[u8]) {
         match nodes.get_mut(at) {
             Some(node) => node.refs += 1,
             None => {
-                nodes.insert(
-                    WireName::from(at),
-                    Node {
-                        rrsets: Vec::new(),
-                        refs: 1,
-                    },
-                );
+                nodes.entry(&WireName::from(at)).refs = 1;
             }
         }
         let Some(up) = name::parent(at) else { break };
@@ -418,7 +415,7 @@ mod tests {
         let glue = z.glue(entry.rec);
         let (owner, set) = glue[0].expect("glue");
         assert_eq!(owner, &w("aaaa1111.web.prod.marathon.local.")[..]);
-        assert_eq!(set.records.len(), 1);
+        assert_eq!(set.len(), 1);
         assert!(glue[1].is_none());
     }
 

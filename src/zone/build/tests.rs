@@ -45,7 +45,7 @@ fn app(id: &str, network: Network, ports: Vec<PortSpec>, tasks: Vec<Task>) -> Ap
         network,
         ports,
         health_checks: 0,
-        tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        tasks: tasks.into_iter().collect(),
     }
 }
 
@@ -106,7 +106,7 @@ fn srv_glue(zone: &ZoneSnapshot, name: &str) -> Vec<(Vec<u8>, Vec<u8>, Vec<Recor
             let owner = glue.first().map(|(o, _)| o.to_vec()).unwrap_or_default();
             let types = glue
                 .iter()
-                .flat_map(|(_, set)| set.records.iter().map(|r| r.rdata.record_type()))
+                .flat_map(|(_, set)| set.iter().map(|r| r.rdata.record_type()))
                 .collect();
             (target.to_vec(), owner, types)
         })
