@@ -10,7 +10,7 @@ use std::net::IpAddr;
 pub type AppId = String;
 
 /// How an app's tasks are networked; decides which address and port are published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Network {
     /// Host networking: the agent's address and the allocated host ports.
     Host,
@@ -39,7 +39,7 @@ impl Proto {
 }
 
 /// One port of an app, in the order Marathon lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PortSpec {
     pub name: Option<String>,
     pub protocols: Vec<Proto>,
@@ -51,7 +51,7 @@ pub struct PortSpec {
 }
 
 /// Lifecycle state of a task, reduced to what publishing needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TaskState {
     Running,
     /// Any non-terminal state other than running (staging, killing, unreachable …).
@@ -59,7 +59,7 @@ pub enum TaskState {
 }
 
 /// One task (for apps: one instance) of an app.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Task {
     pub id: String,
     /// Agent host name or IP literal (`"unknown"` if Marathon has no agent info).
@@ -73,7 +73,7 @@ pub struct Task {
 
 /// An app's tasks, sorted by id, in a vector sized to fit (a `BTreeMap` leaf reserves room
 /// for eleven; apps run one to a few tasks).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Tasks(Vec<Task>);
 
 impl Tasks {
@@ -141,7 +141,7 @@ impl std::ops::Index<&str> for Tasks {
 }
 
 /// An app definition plus its tasks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct App {
     pub id: AppId,
     pub network: Network,
@@ -151,7 +151,19 @@ pub struct App {
     pub tasks: Tasks,
 }
 
+/// A 64-bit key for an app id (fingerprint maps need no copy of the id).
+pub fn id_key(id: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(id)
+}
+
 impl App {
+    /// A digest of everything about the app: equal digests mean nothing to publish changed.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(self)
+    }
+
     /// Marathon's rule: running and, if the app has health checks, every result alive
     /// (`TaskForStatistics.scala`). `include_unhealthy` drops the health part.
     pub fn is_eligible(&self, task: &Task, include_unhealthy: bool) -> bool {

@@ -18,6 +18,10 @@ pub struct HostCache {
 }
 
 impl HostCache {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Forget hosts no longer used (after a full resync, with every host in use).
     pub fn retain(&mut self, hosts: &BTreeSet<String>) {
         self.entries.retain(|h, _| hosts.contains(h));

@@ -2,9 +2,9 @@
 //! event stream), and publishes a new zone snapshot when the records change. Bursts of events
 //! are coalesced into one publish.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::Record;
@@ -13,9 +13,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::cluster::{AppId, Cluster};
+use crate::cluster::{App, AppId, Cluster, id_key};
 use crate::marathon::client::MarathonClient;
-use crate::marathon::convert::Decoded;
+use crate::marathon::convert::{AppSink, Decoded};
 use crate::marathon::stream::StreamMessage;
 use crate::resolve::HostCache;
 use crate::zone::build::{self, SoaTemplate, ZoneConfig};
@@ -137,6 +137,8 @@ pub struct Syncer {
     resync_failing: bool,
     /// The stream reconnected while a snapshot was in flight: fetch another one after it.
     resync_again: bool,
+    /// What each app looked like when last published, shared with snapshot parsing.
+    fingerprints: Fingerprints,
 }
 
 fn unix_now() -> u64 {
@@ -171,6 +173,7 @@ impl Syncer {
             unresolved_hosts: false,
             resync_failing: false,
             resync_again: false,
+            fingerprints: Fingerprints::default(),
         }
     }
 
@@ -240,9 +243,10 @@ impl Syncer {
                     replay = Some(Vec::new());
                     self.status.resyncs.fetch_add(1, Ordering::Relaxed);
                     let (client, base, tx) = (self.client.clone(), self.base.clone(), fetched_tx.clone());
+                    let fingerprints = self.fingerprints.clone();
                     tokio::spawn(async move {
                         let started = Instant::now();
-                        let fetched = fetch_snapshot(&client, base.as_ref()).await;
+                        let fetched = fetch_snapshot(&client, base.as_ref(), &fingerprints).await;
                         let _ = tx.send((fetched, started.elapsed())).await;
                     });
                 }
@@ -337,10 +341,10 @@ impl Syncer {
         replayed: Vec<Decoded>,
     ) -> bool {
         let ok = match fetched {
-            Ok((apps, skipped)) => {
+            Ok(snapshot) => {
                 let started = Instant::now();
                 let first = !self.status.is_synced();
-                let changed = self.replace_model(apps, skipped, replayed).await;
+                let changed = self.replace_model(snapshot, replayed).await;
                 let (fetch_ms, build_ms) = (fetch_time.as_millis(), started.elapsed().as_millis());
                 if first {
                     let tasks: usize = self.cluster.apps.values().map(|a| a.tasks.len()).sum();
@@ -374,33 +378,28 @@ impl Syncer {
     /// fetched, and publish. Only apps that differ from the current model are rebuilt, so a
     /// periodic resync costs a comparison, not a zone build; the initial sync (every app new)
     /// builds on a blocking thread, off the runtime's workers.
-    async fn replace_model(
-        &mut self,
-        apps: Vec<crate::cluster::App>,
-        skipped: Vec<String>,
-        replayed: Vec<Decoded>,
-    ) -> usize {
-        for s in skipped {
+    async fn replace_model(&mut self, snapshot: Snapshot, replayed: Vec<Decoded>) -> usize {
+        for s in &snapshot.skipped {
             warn!("skipping an app Marathon sent that cannot be parsed: {s}");
         }
-        let cluster = Cluster {
-            apps: apps.into_iter().map(|app| (app.id.clone(), app)).collect(),
-        };
-        let old = std::mem::replace(&mut self.cluster, cluster);
-        let mut changed: BTreeSet<AppId> = old
+        // Apps the snapshot no longer has are gone; apps it sent (those whose fingerprint
+        // differed while it was parsed) replace ours if they really differ.
+        let mut changed: BTreeSet<AppId> = self
+            .cluster
             .apps
             .keys()
-            .filter(|id| !self.cluster.apps.contains_key(*id))
+            .filter(|id| !snapshot.seen.contains(&id_key(id)))
             .cloned()
             .collect();
-        changed.extend(
-            self.cluster
-                .apps
-                .iter()
-                .filter(|(id, app)| old.apps.get(*id) != Some(*app))
-                .map(|(id, _)| id.clone()),
-        );
-        drop(old);
+        for id in &changed {
+            self.cluster.apps.remove(id);
+        }
+        for app in snapshot.changed {
+            if self.cluster.apps.get(&app.id) != Some(&app) {
+                changed.insert(app.id.clone());
+                self.cluster.apps.insert(app.id.clone(), app);
+            }
+        }
         self.refetch.clear();
         self.not_apps.clear();
         for decoded in replayed {
@@ -408,10 +407,21 @@ impl Syncer {
         }
         changed.append(&mut self.dirty);
         let count = changed.len();
-        let hosts =
-            build::hosts_to_resolve(self.cluster.apps.values(), self.cfg.zone.include_unhealthy);
+        let hosts = build::hosts_to_resolve(
+            changed.iter().filter_map(|id| self.cluster.apps.get(id)),
+            self.cfg.zone.include_unhealthy,
+        );
         self.hosts.resolve(&hosts).await;
-        self.hosts.retain(&hosts);
+        if !self.hosts.is_empty() {
+            // Forget agents no app runs on any more (a scan of every task: only when some
+            // agents have names rather than addresses).
+            let all = build::hosts_to_resolve(
+                self.cluster.apps.values(),
+                self.cfg.zone.include_unhealthy,
+            );
+            self.hosts.retain(&all);
+        }
+        self.note_fingerprints(&changed);
         let updated = if changed.len() > BLOCKING_BUILD {
             self.update_blocking(changed).await
         } else {
@@ -476,6 +486,7 @@ impl Syncer {
             return;
         }
         let dirty = std::mem::take(&mut self.dirty);
+        self.note_fingerprints(&dirty);
         let hosts = build::hosts_to_resolve(
             dirty.iter().filter_map(|id| self.cluster.apps.get(id)),
             self.cfg.zone.include_unhealthy,
@@ -490,6 +501,17 @@ impl Syncer {
         let lookup = |h: &str| hosts.addresses(h);
         let updated = builder.update(&self.cluster, &dirty, &lookup);
         self.publish(updated);
+    }
+
+    /// Record what these apps look like now, for the next snapshot's filter.
+    fn note_fingerprints(&self, ids: &BTreeSet<AppId>) {
+        let mut fp = lock(&self.fingerprints);
+        for id in ids {
+            match self.cluster.apps.get(id) {
+                Some(app) => fp.insert(id_key(id), app.fingerprint()),
+                None => fp.remove(&id_key(id)),
+            };
+        }
     }
 
     /// Publish the builder's zone at a new serial if its records changed.
@@ -518,26 +540,83 @@ impl Syncer {
     }
 }
 
-/// A full snapshot: the apps and the errors of apps that could not be parsed, or why Marathon
-/// could not be read.
-type Fetched = Result<(Vec<crate::cluster::App>, Vec<String>), String>;
+/// Fingerprints of the apps in the model by id key: a snapshot being parsed drops the apps
+/// that did not change, so a resync costs the sync task only the apps that differ (and the
+/// parsed copy of the cluster never exists whole).
+type Fingerprints = Arc<Mutex<HashMap<u64, u64>>>;
+
+fn lock(fp: &Fingerprints) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+    fp.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A full snapshot, filtered while parsed.
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// Apps whose fingerprint differed from the model's when they were parsed.
+    changed: Vec<App>,
+    /// Id keys of every app in the snapshot (parsed or not): the others are gone.
+    seen: HashSet<u64>,
+    /// Apps that could not be parsed.
+    skipped: Vec<String>,
+}
+
+struct FilterSink {
+    fingerprints: Fingerprints,
+    snapshot: Snapshot,
+}
+
+impl AppSink for FilterSink {
+    fn app(&mut self, app: App) {
+        let key = id_key(&app.id);
+        self.snapshot.seen.insert(key);
+        if lock(&self.fingerprints).get(&key) != Some(&app.fingerprint()) {
+            self.snapshot.changed.push(app);
+        }
+    }
+
+    fn skipped(&mut self, id: Option<AppId>, error: String) {
+        // An app that fails to parse keeps what is known of it rather than disappearing.
+        if let Some(id) = id {
+            self.snapshot.seen.insert(id_key(&id));
+        }
+        self.snapshot.skipped.push(error);
+    }
+}
+
+/// A filtered snapshot, or why Marathon could not be read.
+type Fetched = Result<Snapshot, String>;
 
 /// Updates that change more apps than this run on a blocking thread.
 const BLOCKING_BUILD: usize = 1000;
 
 /// `GET /v2/apps?embed=apps.tasks` from the stream's Marathon first; only if it fails, from
 /// every other candidate.
-async fn fetch_snapshot(client: &MarathonClient, stream_base: Option<&Url>) -> Fetched {
+async fn fetch_snapshot(
+    client: &MarathonClient,
+    stream_base: Option<&Url>,
+    fingerprints: &Fingerprints,
+) -> Fetched {
+    let fetch = |base: Url| async move {
+        let sink = FilterSink {
+            fingerprints: fingerprints.clone(),
+            snapshot: Snapshot::default(),
+        };
+        client
+            .apps_into(&base, sink)
+            .await
+            .map(|s| s.snapshot)
+            .map_err(|e| e.to_string())
+    };
     let mut fetched = Err(String::from("no Marathon URL"));
     if let Some(base) = stream_base {
-        fetched = client.apps(base).await.map_err(|e| e.to_string());
+        fetched = fetch(base.clone()).await;
     }
     if fetched.is_err() {
         for base in client.candidates().await {
             if Some(&base) == stream_base {
                 continue;
             }
-            fetched = client.apps(&base).await.map_err(|e| e.to_string());
+            fetched = fetch(base).await;
             if fetched.is_ok() {
                 break;
             }

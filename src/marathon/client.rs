@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use reqwest::{StatusCode, Url, header};
 
-use super::convert::{self, DecodeError};
+use super::convert::{self, AppSink, CollectApps, DecodeError};
 use crate::cluster::App;
 
 /// How to authenticate to Marathon.
@@ -178,8 +178,18 @@ impl MarathonClient {
         self.cfg.auth.as_ref()
     }
 
-    /// GET with credentials, following redirects by hand (re-sending credentials).
+    /// GET, following redirects by hand (re-sending credentials): the body as text.
     async fn get(&self, url: Url) -> Result<String, ClientError> {
+        let (url, resp) = self.send(url).await?;
+        resp.text().await.map_err(|e| ClientError::Http {
+            url: url.to_string(),
+            reason: chain(&e.without_url()),
+        })
+    }
+
+    /// GET with credentials, following redirects by hand (re-sending credentials): the
+    /// successful response, body unread, and the URL that gave it.
+    async fn send(&self, url: Url) -> Result<(Url, reqwest::Response), ClientError> {
         let mut url = url;
         for _ in 0..=MAX_REDIRECTS {
             let mut req = self
@@ -219,10 +229,7 @@ impl MarathonClient {
                     status,
                 });
             }
-            return resp.text().await.map_err(|e| ClientError::Http {
-                url: url.to_string(),
-                reason: chain(&e.without_url()),
-            });
+            return Ok((url, resp));
         }
         Err(ClientError::Status {
             url: url.to_string(),
@@ -282,15 +289,34 @@ impl MarathonClient {
     /// `GET /v2/apps?embed=apps.tasks`: every app with its tasks and health results.
     /// Returns the apps and the errors of apps that could not be parsed (skipped).
     pub async fn apps(&self, base: &Url) -> Result<(Vec<App>, Vec<String>), ClientError> {
+        let all = self.apps_into(base, CollectApps::default()).await?;
+        Ok((all.apps, all.skipped))
+    }
+
+    /// `GET /v2/apps?embed=apps.tasks`, each app handed to `sink` while the body streams in
+    /// (tens of megabytes at 100,000 tasks are never held whole), parsed on a blocking thread.
+    pub async fn apps_into<S: AppSink + Send + 'static>(
+        &self,
+        base: &Url,
+        mut sink: S,
+    ) -> Result<S, ClientError> {
+        use futures_util::TryStreamExt;
         let url = Self::join(base, "v2/apps?embed=apps.tasks")?;
-        let body = self.get(url.clone()).await?;
-        // Tens of megabytes at 100,000 tasks: parse off the async workers.
-        let parsed = tokio::task::spawn_blocking(move || convert::apps_response(&body))
-            .await
-            .map_err(|e| ClientError::Http {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
+        let (url, resp) = self.send(url).await?;
+        let body = tokio_util::io::StreamReader::new(
+            resp.bytes_stream()
+                .map_err(|e| std::io::Error::other(chain(&e.without_url()))),
+        );
+        let reader =
+            std::io::BufReader::with_capacity(64 * 1024, tokio_util::io::SyncIoBridge::new(body));
+        let parsed = tokio::task::spawn_blocking(move || {
+            convert::apps_stream(reader, &mut sink).map(|()| sink)
+        })
+        .await
+        .map_err(|e| ClientError::Http {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
         parsed.map_err(|source| ClientError::Decode {
             url: url.to_string(),
             source,

@@ -312,29 +312,109 @@ pub fn app(w: &WireApp) -> App {
     }
 }
 
-/// Parse `GET /v2/apps?embed=apps.tasks`. Apps that fail to parse are skipped, never fatal.
-///
-/// Each app is parsed from its own slice of the body (no `serde_json::Value` tree of the whole
-/// response) and converted at once, so the peak is the body plus the model.
-pub fn apps_response(body: &str) -> Result<(Vec<App>, Vec<String>), DecodeError> {
-    #[derive(serde::Deserialize)]
-    struct Loose<'a> {
-        #[serde(default, borrow)]
-        apps: Vec<&'a serde_json::value::RawValue>,
+/// Where the apps of a `/v2/apps` snapshot go, one at a time as they are parsed.
+pub trait AppSink {
+    /// One app, converted.
+    fn app(&mut self, app: App);
+    /// An app that could not be parsed: its id if that much was readable, and why.
+    fn skipped(&mut self, id: Option<AppId>, error: String);
+}
+
+/// Collects everything (tests, small clusters).
+#[derive(Debug, Default)]
+pub struct CollectApps {
+    pub apps: Vec<App>,
+    pub skipped: Vec<String>,
+}
+
+impl AppSink for CollectApps {
+    fn app(&mut self, app: App) {
+        self.apps.push(app);
     }
-    let loose: Loose<'_> = serde_json::from_str(body).map_err(|source| DecodeError::Json {
-        what: "/v2/apps".to_string(),
-        source,
-    })?;
-    let mut apps = Vec::with_capacity(loose.apps.len());
-    let mut skipped = Vec::new();
-    for raw in loose.apps {
-        match serde_json::from_str::<WireApp>(raw.get()) {
-            Ok(w) => apps.push(app(&w)),
-            Err(e) => skipped.push(e.to_string()),
+    fn skipped(&mut self, _id: Option<AppId>, error: String) {
+        self.skipped.push(error);
+    }
+}
+
+/// Parse `GET /v2/apps?embed=apps.tasks` from a reader, handing each app to `sink` as soon
+/// as it is read: the body is never held whole, and each app is parsed from its own raw
+/// slice so that one bad app is skipped, never fatal. A body without an `apps` array is an
+/// error (a proxy's `{}` must not read as "no apps").
+pub fn apps_stream(reader: impl std::io::Read, sink: &mut impl AppSink) -> Result<(), DecodeError> {
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+
+    struct Body<'s, S>(&'s mut S);
+    struct Apps<'s, S>(&'s mut S);
+
+    impl<'de, S: AppSink> Visitor<'de> for Body<'_, S> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object with an apps array")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut found = false;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "apps" {
+                    map.next_value_seed(Apps(&mut *self.0))?;
+                    found = true;
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            if found {
+                Ok(())
+            } else {
+                Err(A::Error::missing_field("apps"))
+            }
         }
     }
-    Ok((apps, skipped))
+
+    impl<'de, S: AppSink> DeserializeSeed<'de> for Apps<'_, S> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de, S: AppSink> Visitor<'de> for Apps<'_, S> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of apps")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            #[derive(serde::Deserialize)]
+            struct IdOnly {
+                id: String,
+            }
+            while let Some(raw) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
+                match serde_json::from_str::<WireApp>(raw.get()) {
+                    Ok(w) => self.0.app(app(&w)),
+                    Err(e) => {
+                        let id = serde_json::from_str::<IdOnly>(raw.get())
+                            .ok()
+                            .map(|i| normalize_id(&i.id));
+                        self.0.skipped(id, e.to_string());
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    de.deserialize_map(Body(sink))
+        .and_then(|()| de.end())
+        .map_err(|source| DecodeError::Json {
+            what: "/v2/apps".to_string(),
+            source,
+        })
+}
+
+/// Parse a whole `GET /v2/apps?embed=apps.tasks` body (tests, fixtures).
+pub fn apps_response(body: &str) -> Result<(Vec<App>, Vec<String>), DecodeError> {
+    let mut all = CollectApps::default();
+    apps_stream(body.as_bytes(), &mut all)?;
+    Ok((all.apps, all.skipped))
 }
 
 /// Parse `GET /v2/apps/{id}?embed=app.tasks`.
@@ -360,6 +440,43 @@ mod tests {
 
     fn read(rel: &str) -> String {
         std::fs::read_to_string(fixtures().join(rel)).expect("fixture present")
+    }
+
+    #[test]
+    fn a_snapshot_without_apps_is_an_error_and_bad_apps_keep_their_id() {
+        assert!(
+            apps_response("{}").is_err(),
+            "a proxy's {{}} is not an empty cluster"
+        );
+        assert!(apps_response(r#"{"message": "x"}"#).is_err());
+        assert_eq!(
+            apps_response(r#"{"apps": []}"#).map(|(a, _)| a.len()).ok(),
+            Some(0)
+        );
+        let mut sink = CollectIds::default();
+        apps_stream(
+            r#"{"apps": [{"id": "/ok"}, {"id": "/bad", "tasks": "not a list"}], "x": 1}"#
+                .as_bytes(),
+            &mut sink,
+        )
+        .expect("parses");
+        assert_eq!(sink.apps, ["/ok"]);
+        assert_eq!(sink.skipped, [Some("/bad".to_string())]);
+    }
+
+    #[derive(Default)]
+    struct CollectIds {
+        apps: Vec<String>,
+        skipped: Vec<Option<String>>,
+    }
+
+    impl AppSink for CollectIds {
+        fn app(&mut self, app: App) {
+            self.apps.push(app.id);
+        }
+        fn skipped(&mut self, id: Option<AppId>, _error: String) {
+            self.skipped.push(id);
+        }
     }
 
     #[test]
