@@ -8,6 +8,8 @@ use crate::cluster::{App, AppId, ClusterEvent, Network, PortSpec, Proto, Task, t
 /// Why a payload could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    #[error("{0}")]
+    Body(String),
     #[error("malformed {what} JSON: {source}")]
     Json {
         what: String,
@@ -337,77 +339,127 @@ impl AppSink for CollectApps {
 }
 
 /// Parse `GET /v2/apps?embed=apps.tasks` from a reader, handing each app to `sink` as soon
-/// as it is read: the body is never held whole, and each app is parsed from its own raw
-/// slice so that one bad app is skipped, never fatal. A body without an `apps` array is an
-/// error (a proxy's `{}` must not read as "no apps").
-pub fn apps_stream(reader: impl std::io::Read, sink: &mut impl AppSink) -> Result<(), DecodeError> {
-    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
-
-    struct Body<'s, S>(&'s mut S);
-    struct Apps<'s, S>(&'s mut S);
-
-    impl<'de, S: AppSink> Visitor<'de> for Body<'_, S> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an object with an apps array")
+/// as its bytes are in: the body is never held whole, and each app is parsed from its own
+/// slice so that one bad app is skipped, never fatal. A body without a complete `apps` array
+/// is an error (a proxy's `{}` must not read as "no apps", a cut-off body as "fewer apps").
+pub fn apps_stream(
+    mut reader: impl std::io::Read,
+    sink: &mut impl AppSink,
+) -> Result<(), DecodeError> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    let mut splitter = AppsSplitter::default();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut each = |raw: &[u8]| match serde_json::from_slice::<WireApp>(raw) {
+        Ok(w) => sink.app(app(&w)),
+        Err(e) => {
+            let id = serde_json::from_slice::<IdOnly>(raw)
+                .ok()
+                .map(|i| normalize_id(&i.id));
+            sink.skipped(id, e.to_string());
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut found = false;
-            while let Some(key) = map.next_key::<String>()? {
-                if key == "apps" {
-                    map.next_value_seed(Apps(&mut *self.0))?;
-                    found = true;
-                } else {
-                    map.next_value::<serde::de::IgnoredAny>()?;
+    };
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(DecodeError::Body(e.to_string())),
+        };
+        splitter.feed(&chunk[..n], &mut each);
+    }
+    splitter.finish()
+}
+
+/// Cuts the elements of the top-level `apps` array out of a JSON byte stream, chunk by
+/// chunk, tracking only nesting and strings. Other top-level keys are skipped; each app's
+/// bytes are handed over whole (and then parsed strictly).
+#[derive(Debug, Default)]
+struct AppsSplitter {
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// The last string seen at depth 1 (a key), up to 8 bytes.
+    key: Vec<u8>,
+    capturing_key: bool,
+    /// Inside the `apps` array (depth 2).
+    in_apps: bool,
+    apps_done: bool,
+    /// The app being collected (depth ≥ 3).
+    app: Vec<u8>,
+}
+
+impl AppsSplitter {
+    fn feed(&mut self, bytes: &[u8], each: &mut impl FnMut(&[u8])) {
+        for &b in bytes {
+            let collecting = self.in_apps && self.depth >= 3;
+            if self.in_string {
+                if collecting {
+                    self.app.push(b);
                 }
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    self.capturing_key = false;
+                } else if self.capturing_key && self.key.len() < 8 {
+                    self.key.push(b);
+                }
+                continue;
             }
-            if found {
-                Ok(())
-            } else {
-                Err(A::Error::missing_field("apps"))
-            }
-        }
-    }
-
-    impl<'de, S: AppSink> DeserializeSeed<'de> for Apps<'_, S> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_seq(self)
-        }
-    }
-
-    impl<'de, S: AppSink> Visitor<'de> for Apps<'_, S> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an array of apps")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            #[derive(serde::Deserialize)]
-            struct IdOnly {
-                id: String,
-            }
-            while let Some(raw) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
-                match serde_json::from_str::<WireApp>(raw.get()) {
-                    Ok(w) => self.0.app(app(&w)),
-                    Err(e) => {
-                        let id = serde_json::from_str::<IdOnly>(raw.get())
-                            .ok()
-                            .map(|i| normalize_id(&i.id));
-                        self.0.skipped(id, e.to_string());
+            match b {
+                b'"' => {
+                    self.in_string = true;
+                    if self.depth == 1 {
+                        self.key.clear();
+                        self.capturing_key = true;
                     }
                 }
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    if self.depth == 2 && b == b'[' && self.key == b"apps" && !self.apps_done {
+                        self.in_apps = true;
+                    }
+                }
+                b'}' | b']' => {
+                    if self.in_apps && self.depth == 3 {
+                        self.app.push(b);
+                        each(&self.app);
+                        self.app.clear();
+                        self.depth -= 1;
+                        continue;
+                    }
+                    if self.in_apps && self.depth == 2 {
+                        self.in_apps = false;
+                        self.apps_done = true;
+                    }
+                    self.depth = self.depth.saturating_sub(1);
+                }
+                _ => {}
             }
-            Ok(())
+            if self.in_apps && self.depth >= 3 {
+                self.app.push(b);
+            }
         }
     }
 
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    de.deserialize_map(Body(sink))
-        .and_then(|()| de.end())
-        .map_err(|source| DecodeError::Json {
-            what: "/v2/apps".to_string(),
-            source,
-        })
+    fn finish(self) -> Result<(), DecodeError> {
+        if self.apps_done && self.depth == 0 {
+            Ok(())
+        } else if self.apps_done || self.in_apps {
+            Err(DecodeError::Body(
+                "the /v2/apps body ends before its JSON does".into(),
+            ))
+        } else {
+            Err(DecodeError::Body(
+                "the /v2/apps body has no apps array".into(),
+            ))
+        }
+    }
 }
 
 /// Parse a whole `GET /v2/apps?embed=apps.tasks` body (tests, fixtures).

@@ -63,7 +63,7 @@ impl ZoneBuilder {
         static_unit.records.sort();
         static_unit.records.dedup();
         for (owner, ttl, rdata) in &static_unit.records {
-            nodes.entry(owner).add(*ttl, rdata);
+            nodes.update(owner, |n| n.add(*ttl, rdata));
             snapshot::add_name(&mut nodes, owner, &origin);
         }
         let mut builder = Self {
@@ -90,7 +90,8 @@ impl ZoneBuilder {
     /// Put the SOA at `serial` into the apex node.
     fn set_soa(&mut self, serial: u32) {
         let soa = self.soa.rdata(serial, self.cfg.ttl);
-        self.nodes.entry(&self.origin).replace(self.soa.ttl, &soa);
+        let ttl = self.soa.ttl;
+        self.nodes.update(&self.origin, |n| n.replace(ttl, &soa));
         self.serial = serial;
     }
 
@@ -295,12 +296,10 @@ impl ZoneBuilder {
             snapshot::add_name(&mut self.nodes, n, &origin);
         }
         for (owner, ttl, rdata) in sorted_minus(&new.records, &old.records) {
-            self.nodes.entry(owner).add(*ttl, rdata);
+            self.nodes.update(owner, |n| n.add(*ttl, rdata));
         }
         for (owner, ttl, rdata) in sorted_minus(&old.records, &new.records) {
-            if let Some(node) = self.nodes.get_mut(&owner[..]) {
-                node.remove(*ttl, rdata);
-            }
+            self.nodes.update_bytes(owner, |n| n.remove(*ttl, rdata));
         }
         for n in sorted_minus(&old.names, &new.names) {
             snapshot::remove_name(&mut self.nodes, n, &origin);

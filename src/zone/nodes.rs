@@ -1,24 +1,26 @@
 //! The node map: owner names → nodes, persistent and compact.
 //!
-//! 16,384 shards in two levels of 128, each shard a vector sorted by hash. Cloning the map (a
-//! snapshot) is one reference count; changing a name copies the two 128-slot directories on its path and
-//! its shard (tens of entries), nothing else, so successive snapshots share all but what
-//! changed. Entries sit inline in their shard's vector — no per-entry allocation besides the
-//! name and the node's records — and a lookup is a hash, two indexed loads and a binary search
-//! over the inline hashes of contiguous entries, which touches a single stored name. Which shard a name lands in depends only on the name; query names
-//! pick a shard but cannot make one grow.
+//! 65,536 shards in two levels of 256, each shard one allocation of entries sorted by hash
+//! (a few entries even at 100,000 tasks). Cloning the map — a snapshot — is one reference
+//! count; changing a name copies the two 256-slot directories on its path and its shard,
+//! nothing else, so successive snapshots share all but what changed. Entries sit inline: no
+//! allocation per entry besides the name and the node's records. A lookup is a hash, two
+//! indexed loads into the directories, and a search of one small contiguous shard that
+//! touches a single stored name: few cache misses, however large the zone. Which shard a
+//! name lands in depends only on the name; a query picks a shard but cannot make one grow.
 
 use std::sync::Arc;
 
 use super::data::Node;
 use super::name::WireName;
 
-const FANOUT: usize = 128;
+const FANOUT: usize = 256;
 const BITS: u32 = FANOUT.trailing_zeros();
 
-/// Entries sorted by (hash, name): the search compares inline hashes and touches one name.
-type Shard = Vec<(u64, WireName, Node)>;
-type Dir = [Option<Arc<Shard>>; FANOUT];
+/// (hash, name, node), sorted by hash then name.
+type Entry = (u64, WireName, Node);
+type Shard = Arc<[Entry]>;
+type Dir = [Option<Shard>; FANOUT];
 
 #[derive(Debug, Clone)]
 pub struct Nodes {
@@ -32,16 +34,26 @@ impl Default for Nodes {
     }
 }
 
-/// FNV-1a over the name, then mixed: only the top bits are used.
+/// A fast hash of a name, eight bytes at a time, with a final mix (only the top bits pick
+/// shards; the whole value orders entries).
 fn hash(name: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = name.len() as u64;
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
     }
-    h ^= h >> 29;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^ (h >> 32)
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    h ^= h >> 31;
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^ (h >> 29)
 }
 
 fn slots(h: u64) -> (usize, usize) {
@@ -51,7 +63,7 @@ fn slots(h: u64) -> (usize, usize) {
     )
 }
 
-fn find(shard: &Shard, h: u64, name: &[u8]) -> Result<usize, usize> {
+fn find(shard: &[Entry], h: u64, name: &[u8]) -> Result<usize, usize> {
     shard.binary_search_by(|(kh, k, _)| kh.cmp(&h).then_with(|| (**k).cmp(name)))
 }
 
@@ -86,51 +98,88 @@ impl Nodes {
         self.get_key_value(name).map(|(_, v)| v)
     }
 
-    /// The shard for hash `h`, made unique (copied if a snapshot shares it).
-    fn shard_mut(&mut self, h: u64) -> &mut Shard {
+    /// Change the node for `name` with `f`, creating it empty if missing; a node left unused
+    /// (no records, no references) is removed. A new entry keeps `name` itself as its key
+    /// (an SRV record's target shares it).
+    pub fn update<R>(&mut self, name: &WireName, f: impl FnOnce(&mut Node) -> R) -> R {
+        self.update_with(name, Some(name), f)
+    }
+
+    /// Like [`Self::update`], for a name given as bytes (copied if an entry is created).
+    pub fn update_bytes<R>(&mut self, name: &[u8], f: impl FnOnce(&mut Node) -> R) -> R {
+        self.update_with(name, None, f)
+    }
+
+    fn update_with<R>(
+        &mut self,
+        name: &[u8],
+        owned: Option<&WireName>,
+        f: impl FnOnce(&mut Node) -> R,
+    ) -> R {
+        let h = hash(name);
         let (d, s) = slots(h);
+        // Copy what a snapshot shares on the path: the two directories.
         let dirs = Arc::make_mut(&mut self.dirs);
         let dir =
             Arc::make_mut(dirs[d].get_or_insert_with(|| Arc::new(std::array::from_fn(|_| None))));
-        Arc::make_mut(dir[s].get_or_insert_with(|| Arc::new(Vec::new())))
-    }
-
-    pub fn get_mut(&mut self, name: &[u8]) -> Option<&mut Node> {
-        self.get(name)?;
-        let h = hash(name);
-        let shard = self.shard_mut(h);
-        let i = find(shard, h, name).ok()?;
-        Some(&mut shard[i].2)
-    }
-
-    /// The node for `name`, created empty if missing.
-    pub fn entry(&mut self, name: &WireName) -> &mut Node {
-        let h = hash(name);
-        let mut added = false;
-        let shard = self.shard_mut(h);
-        let i = match find(shard, h, name) {
-            Ok(i) => i,
+        let slot = &mut dir[s];
+        // In place when nobody shares the shard and the name stays.
+        let mut f = Some(f);
+        if let Some(entries) = slot.as_mut().and_then(Arc::get_mut)
+            && let Ok(i) = find(entries, h, name)
+            && let Some(f) = f.take()
+        {
+            let out = f(&mut entries[i].2);
+            if !entries[i].2.is_unused() {
+                return out;
+            }
+            let rest: Vec<Entry> = entries
+                .iter_mut()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, e)| std::mem::take(e))
+                .collect();
+            *slot = (!rest.is_empty()).then(|| Shard::from(rest));
+            self.len -= 1;
+            return out;
+        }
+        // Otherwise rebuild the shard: moved out if unique, copied if a snapshot shares it.
+        let mut entries: Vec<Entry> = match slot.take() {
+            None => Vec::new(),
+            Some(mut shard) => match Arc::get_mut(&mut shard) {
+                Some(unique) => unique.iter_mut().map(std::mem::take).collect(),
+                None => shard.to_vec(),
+            },
+        };
+        let (out, delta) = match find(&entries, h, name) {
+            Ok(i) => {
+                let out = f.map(|f| f(&mut entries[i].2));
+                if entries[i].2.is_unused() {
+                    entries.remove(i);
+                    (out, -1)
+                } else {
+                    (out, 0)
+                }
+            }
             Err(i) => {
-                shard.reserve_exact(1);
-                shard.insert(i, (h, name.clone(), Node::default()));
-                added = true;
-                i
+                let mut node = Node::default();
+                let out = f.map(|f| f(&mut node));
+                if node.is_unused() {
+                    (out, 0)
+                } else {
+                    let key = owned.cloned().unwrap_or_else(|| WireName::from(name));
+                    entries.insert(i, (h, key, node));
+                    (out, 1)
+                }
             }
         };
-        if added {
-            self.len += 1;
+        *slot = (!entries.is_empty()).then(|| Shard::from(entries));
+        self.len = self.len.saturating_add_signed(delta);
+        match out {
+            Some(out) => out,
+            // `f` is taken only on the in-place path, which always returns.
+            None => unreachable!("update closure already used"),
         }
-        &mut self.shard_mut(h)[i].2
-    }
-
-    pub fn remove(&mut self, name: &[u8]) -> Option<Node> {
-        self.get(name)?;
-        let h = hash(name);
-        let shard = self.shard_mut(h);
-        let i = find(shard, h, name).ok()?;
-        let (_, _, node) = shard.remove(i);
-        self.len -= 1;
-        Some(node)
     }
 
     /// Every name and node, in no particular order.
@@ -155,20 +204,23 @@ mod tests {
     fn snapshots_share_and_do_not_see_later_changes() {
         let mut a = Nodes::new();
         for i in 0..10_000 {
-            a.entry(&w(i)).refs = i as u32;
+            a.update(&w(i), |n| n.refs = i as u32 + 1);
         }
         assert_eq!(a.len(), 10_000);
         let snapshot = a.clone();
-        a.get_mut(&w(7)).expect("present").refs = 99;
-        assert!(a.remove(&w(8)).is_some());
-        a.entry(&w(20_000));
-        assert_eq!(snapshot.get(&w(7)).map(|n| n.refs), Some(7));
+        a.update(&w(7), |n| n.refs = 99);
+        a.update(&w(8), |n| n.refs = 0);
+        a.update(&w(20_000), |n| n.refs = 1);
+        assert_eq!(snapshot.get(&w(7)).map(|n| n.refs), Some(8));
         assert!(snapshot.get(&w(8)).is_some());
         assert!(snapshot.get(&w(20_000)).is_none());
         assert_eq!(a.get(&w(7)).map(|n| n.refs), Some(99));
-        assert!(a.get(&w(8)).is_none());
+        assert!(a.get(&w(8)).is_none(), "unused nodes leave");
         assert_eq!((a.len(), snapshot.len()), (10_000, 10_000));
         assert_eq!(a.iter().count(), 10_000);
         assert!(a.get(b"\x01x\x00").is_none());
+        // Touching a missing name without giving it anything leaves no trace.
+        a.update(&w(30_000), |_| ());
+        assert_eq!(a.len(), 10_000);
     }
 }

@@ -138,7 +138,7 @@ impl ZoneSnapshot {
             if !seen.insert((owner.clone(), record.ttl, rdata.clone())) {
                 continue;
             }
-            nodes.entry(&owner).add(record.ttl, &rdata);
+            nodes.update(&owner, |n| n.add(record.ttl, &rdata));
             add_name(&mut nodes, &owner, &origin);
         }
         Self::from_parts(origin, nodes)
@@ -298,15 +298,16 @@ impl ZoneSnapshot {
 
 /// Count one more holder of `owner` and each of its ancestors below `origin`.
 pub(crate) fn add_name(nodes: &mut Nodes, owner: &WireName, origin: &[u8]) {
+    if !name::is_within(owner, origin) || &owner[..] == origin {
+        return;
+    }
+    nodes.update(owner, |n| n.refs += 1);
     let mut at: &[u8] = owner;
-    while name::is_within(at, origin) && at != origin {
-        match nodes.get_mut(at) {
-            Some(node) => node.refs += 1,
-            None => {
-                nodes.entry(&WireName::from(at)).refs = 1;
-            }
+    while let Some(up) = name::parent(at) {
+        if !name::is_within(up, origin) || up == origin {
+            break;
         }
-        let Some(up) = name::parent(at) else { break };
+        nodes.update_bytes(up, |n| n.refs += 1);
         at = up;
     }
 }
@@ -315,16 +316,7 @@ pub(crate) fn add_name(nodes: &mut Nodes, owner: &WireName, origin: &[u8]) {
 pub(crate) fn remove_name(nodes: &mut Nodes, owner: &[u8], origin: &[u8]) {
     let mut at: &[u8] = owner;
     while name::is_within(at, origin) && at != origin {
-        let unused = match nodes.get_mut(at) {
-            Some(node) => {
-                node.refs = node.refs.saturating_sub(1);
-                node.is_unused()
-            }
-            None => false,
-        };
-        if unused {
-            nodes.remove(at);
-        }
+        nodes.update_bytes(at, |n| n.refs = n.refs.saturating_sub(1));
         let Some(up) = name::parent(at) else { break };
         at = up;
     }
