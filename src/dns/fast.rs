@@ -29,6 +29,7 @@ use super::handler::DnsHandler;
 use crate::zone::name::MAX_WIRE;
 
 /// Largest datagram read or written.
+#[cfg(any(not(target_os = "linux"), test))]
 const BUF: usize = 65535;
 /// How often an idle worker looks at the stop flag.
 const POLL: Duration = Duration::from_millis(200);
@@ -171,6 +172,54 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
+/// Receive in batches (`recvmmsg`), answer each datagram, send the answers in batches
+/// (`sendmmsg`); datagrams for the slow path are answered one by one as they come.
+#[cfg(target_os = "linux")]
+fn serve(
+    socket: &Arc<UdpSocket>,
+    handler: &Arc<DnsHandler>,
+    runtime: &tokio::runtime::Handle,
+    stop: &AtomicBool,
+) {
+    let mut batch = super::batch::Batch::new();
+    while !stop.load(Ordering::Acquire) {
+        let n = match batch.receive(socket) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                // ICMP errors from earlier sends and the like: the socket stays usable.
+                debug!("UDP receive error: {e}");
+                continue;
+            }
+        };
+        for i in 0..n {
+            let Some((query, room)) = batch.packet_and_room(i) else {
+                continue;
+            };
+            match answer(handler, query, room) {
+                Some(len) => batch.stage(i, len),
+                None => {
+                    if let (Some(query), Some(src)) = (batch.packet(i), batch.source(i)) {
+                        slow(socket, handler, runtime, query, src);
+                    }
+                }
+            }
+        }
+        batch.send(socket);
+    }
+}
+
+/// One datagram at a time (platforms without `recvmmsg`).
+#[cfg(not(target_os = "linux"))]
 fn serve(
     socket: &Arc<UdpSocket>,
     handler: &Arc<DnsHandler>,

@@ -3,6 +3,8 @@
 //! (`listen`).
 
 pub mod answer;
+#[cfg(target_os = "linux")]
+mod batch;
 pub mod encode;
 pub mod fast;
 pub mod handler;

@@ -36,9 +36,9 @@ pub struct ZoneBuilder {
     serial: u32,
     nodes: Nodes,
     /// DNS name → the apps that map to it.
-    by_name: HashMap<String, BTreeSet<AppId>>,
-    /// App → its DNS name (`None`: too long, skipped).
-    name_of: HashMap<AppId, Option<String>>,
+    by_name: HashMap<String, Vec<AppId>>,
+    /// Apps skipped because their DNS name would be too long.
+    too_long: BTreeSet<AppId>,
     /// Name → labels directly below it that belong to apps or groups, with counts.
     children: HashMap<String, BTreeMap<String, u32>>,
     units: HashMap<String, Contribution>,
@@ -74,7 +74,7 @@ impl ZoneBuilder {
             serial,
             nodes,
             by_name: HashMap::new(),
-            name_of: HashMap::new(),
+            too_long: BTreeSet::new(),
             children: HashMap::new(),
             units: HashMap::new(),
             unresolved: BTreeSet::new(),
@@ -121,10 +121,9 @@ impl ZoneBuilder {
             .flat_map(|u| u.warnings.iter().cloned())
             .collect();
         all.extend(
-            self.name_of
+            self.too_long
                 .iter()
-                .filter(|(_, n)| n.is_none())
-                .map(|(id, _)| Warning::NameTooLong { app_id: id.clone() }),
+                .map(|id| Warning::NameTooLong { app_id: id.clone() }),
         );
         all
     }
@@ -140,34 +139,33 @@ impl ZoneBuilder {
         let mut out = Updated::default();
         let mut dirty: BTreeSet<String> = BTreeSet::new();
         for id in apps {
-            let new_name = cluster
-                .apps
-                .get(id)
-                .map(|app| build::app_name(&app.id, &self.cfg));
-            let old_name = self.name_of.get(id).cloned();
-            if new_name == old_name {
-                if let Some(Some(n)) = new_name {
+            // An app's name follows from its id alone.
+            let name = build::app_name(id, &self.cfg);
+            let exists = cluster.apps.contains_key(id);
+            let linked = match &name {
+                Some(n) => self
+                    .by_name
+                    .get(n)
+                    .is_some_and(|ids| ids.binary_search(id).is_ok()),
+                None => self.too_long.contains(id),
+            };
+            match (exists, linked, name) {
+                (true, true, Some(n)) => {
                     dirty.insert(n);
                 }
-                continue;
-            }
-            // The app appeared, disappeared or moved: its old and new units change, and so do
-            // the units above it (their reserved child labels).
-            if let Some(old) = old_name {
-                self.name_of.remove(id);
-                if let Some(n) = old {
-                    self.unlink(id, &n, &mut dirty);
-                }
-            }
-            if let Some(new) = new_name {
-                if new.is_none() {
+                // Appeared or gone: its unit changes, and so do the units above it (their
+                // reserved child labels).
+                (true, false, Some(n)) => self.link(id, &n, &mut dirty),
+                (false, true, Some(n)) => self.unlink(id, &n, &mut dirty),
+                (true, false, None) => {
+                    self.too_long.insert(id.clone());
                     out.new_warnings
                         .push(Warning::NameTooLong { app_id: id.clone() });
                 }
-                self.name_of.insert(id.clone(), new.clone());
-                if let Some(n) = new {
-                    self.link(id, &n, &mut dirty);
+                (false, true, None) => {
+                    self.too_long.remove(id);
                 }
+                _ => {}
             }
         }
         for unit in dirty {
@@ -188,10 +186,10 @@ impl ZoneBuilder {
     }
 
     fn link(&mut self, id: &AppId, name: &str, dirty: &mut BTreeSet<String>) {
-        self.by_name
-            .entry(name.to_string())
-            .or_default()
-            .insert(id.clone());
+        let ids = self.by_name.entry(name.to_string()).or_default();
+        if let Err(i) = ids.binary_search(id) {
+            ids.insert(i, id.clone());
+        }
         dirty.insert(name.to_string());
         for (parent, label) in self.ancestry(id) {
             let count = self
@@ -209,7 +207,9 @@ impl ZoneBuilder {
 
     fn unlink(&mut self, id: &AppId, name: &str, dirty: &mut BTreeSet<String>) {
         if let Some(ids) = self.by_name.get_mut(name) {
-            ids.remove(id);
+            if let Ok(i) = ids.binary_search(id) {
+                ids.remove(i);
+            }
             if ids.is_empty() {
                 self.by_name.remove(name);
             }
