@@ -139,6 +139,9 @@ pub struct Syncer {
     resync_again: bool,
     /// What each app looked like when last published, shared with snapshot parsing.
     fingerprints: Fingerprints,
+    /// The latest serial, for the task that keeps `--serial-file` (file I/O never runs in
+    /// this loop).
+    serial_saver: Option<tokio::sync::watch::Sender<u32>>,
 }
 
 fn unix_now() -> u64 {
@@ -174,11 +177,26 @@ impl Syncer {
             resync_failing: false,
             resync_again: false,
             fingerprints: Fingerprints::default(),
+            serial_saver: None,
         }
     }
 
-    /// Run until `shutdown`, consuming the stream's messages.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<StreamMessage>, shutdown: CancellationToken) {
+    /// Run until `shutdown`, consuming the stream's messages; the last serial is on disk
+    /// when this returns.
+    pub async fn run(mut self, rx: mpsc::Receiver<StreamMessage>, shutdown: CancellationToken) {
+        let saver = self.cfg.serial_file.clone().map(|path| {
+            let (tx, rx) = tokio::sync::watch::channel(self.status.serial());
+            self.serial_saver = Some(tx);
+            tokio::spawn(save_serials(path, rx))
+        });
+        self.follow(rx, shutdown).await;
+        drop(self.serial_saver.take());
+        if let Some(saver) = saver {
+            let _ = saver.await;
+        }
+    }
+
+    async fn follow(&mut self, mut rx: mpsc::Receiver<StreamMessage>, shutdown: CancellationToken) {
         // Snapshot at once (the stream may be slow to come up), and again on every connect.
         let mut next_resync: Option<Instant> = Some(Instant::now());
         let mut retry_delay = Duration::from_millis(500);
@@ -529,10 +547,8 @@ impl Syncer {
         let serial = build::next_serial(builder.serial(), unix_now());
         let zone = builder.snapshot(serial);
         self.store.publish(Arc::new(zone));
-        if let Some(path) = &self.cfg.serial_file
-            && let Err(e) = crate::serial_file::write(path, serial)
-        {
-            warn!("cannot record the serial in {}: {e}", path.display());
+        if let Some(saved) = &self.serial_saver {
+            saved.send_replace(serial);
         }
         self.status.serial.store(serial, Ordering::Release);
         self.status.publishes.fetch_add(1, Ordering::Relaxed);
@@ -623,6 +639,30 @@ async fn fetch_snapshot(
         }
     }
     fetched
+}
+
+/// Write each new serial to `path` on a blocking thread, the latest one when several came
+/// meanwhile; failures are logged once per streak.
+async fn save_serials(path: std::path::PathBuf, mut serials: tokio::sync::watch::Receiver<u32>) {
+    let mut failing = false;
+    while serials.changed().await.is_ok() {
+        let serial = *serials.borrow_and_update();
+        let target = path.clone();
+        let written =
+            tokio::task::spawn_blocking(move || crate::serial_file::write(&target, serial)).await;
+        match written {
+            Ok(Ok(())) => failing = false,
+            Ok(Err(e)) if !failing => {
+                warn!("cannot record the serial in {}: {e}", path.display());
+                failing = true;
+            }
+            Err(e) if !failing => {
+                warn!("cannot record the serial in {}: {e}", path.display());
+                failing = true;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Hand the memory a snapshot's parse freed back to the system. glibc keeps freed small blocks
