@@ -22,19 +22,6 @@ fn packet(name: &str, rtype: RecordType, edns: Option<u16>, id: u16) -> Vec<u8> 
     m.to_vec().expect("encode")
 }
 
-fn mixed_case(name: &str, seed: usize) -> String {
-    name.chars()
-        .enumerate()
-        .map(|(i, c)| {
-            if (i + seed).is_multiple_of(3) {
-                c.to_ascii_uppercase()
-            } else {
-                c
-            }
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_path_answers_exactly_as_hickory() {
     let sim = Simulator::start().await.expect("sim");
@@ -105,7 +92,7 @@ async fn fast_path_answers_exactly_as_hickory() {
     let mut packets = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let name = if i % 4 == 0 {
-            mixed_case(name, i)
+            mixed_case(name, i, 3)
         } else {
             name.clone()
         };

@@ -185,19 +185,8 @@ fn serve(
     while !stop.load(Ordering::Acquire) {
         let n = match batch.receive(socket) {
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
             Err(e) => {
-                // ICMP errors from earlier sends and the like: the socket stays usable.
-                debug!("UDP receive error: {e}");
+                receive_error(&e);
                 continue;
             }
         };
@@ -231,19 +220,8 @@ fn serve(
     while !stop.load(Ordering::Acquire) {
         let (n, src) = match socket.recv_from(&mut packet) {
             Ok(got) => got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
             Err(e) => {
-                // ICMP errors from earlier sends and the like: the socket stays usable.
-                debug!("UDP receive error: {e}");
+                receive_error(&e);
                 continue;
             }
         };
@@ -256,6 +234,17 @@ fn serve(
             }
             None => slow(socket, handler, runtime, query, src),
         }
+    }
+}
+
+/// A receive that returned no datagram: the poll timeout (to look at the stop flag), a
+/// signal, or an error the socket survives (ICMP errors from earlier sends and the like).
+fn receive_error(e: &io::Error) {
+    if !matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    ) {
+        debug!("UDP receive error: {e}");
     }
 }
 

@@ -325,3 +325,17 @@ pub const CONFORMANCE_ZONE: &str = "$ORIGIN marathon.local.\n$TTL 30\n\
          mail IN MX 10 mx1.marathon.local.\nmx1 IN A 10.9.0.1\n\
          www IN CNAME web-alias.g1.marathon.local.\nweb-alias.g1 IN A 10.9.0.2\n\
          ext IN CNAME www.example.org.\n";
+
+/// Mixed case, as a 0x20-randomising resolver would send it: every `step`-th letter upper.
+pub fn mixed_case(name: &str, seed: usize, step: usize) -> String {
+    name.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if (i + seed).is_multiple_of(step) {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
+}
