@@ -1,6 +1,7 @@
 //! Test helpers: a DNS client over real UDP/TCP sockets and a server wired to the simulator.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -338,4 +339,128 @@ pub fn mixed_case(name: &str, seed: usize, step: usize) -> String {
             }
         })
         .collect()
+}
+
+/// How a conformance query travels.
+#[derive(Clone, Copy, Debug)]
+pub enum Transport {
+    /// UDP with this EDNS size, or none.
+    Udp(Option<u16>),
+    Tcp,
+}
+
+/// The conformance query set for a zone built from [`populate_conformance`] and
+/// [`CONFORMANCE_ZONE`], and the leaf labels of the apps defined without an eligible task.
+pub struct ConformanceSet {
+    pub queries: Vec<(String, RecordType, Transport)>,
+    pub idle: Vec<String>,
+}
+
+pub fn conformance_set(zone: &marathon_dns::zone::ZoneSnapshot, sim: &Simulator) -> ConformanceSet {
+    // The query set: every owner name and its ancestors (empty non-terminals), names that do
+    // not exist at and below existing names, the idle apps, the apex, other zones.
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    for r in zone.records() {
+        let mut n = r.name.clone();
+        while n.num_labels() >= 2 {
+            names.insert(n.to_ascii());
+            n = n.base_name();
+        }
+    }
+    let owners: Vec<String> = names.iter().cloned().collect();
+    for (i, n) in owners.iter().enumerate().step_by(9) {
+        names.insert(format!("nx{i}.{n}"));
+        names.insert(format!("deeper.nx{i}.{n}"));
+    }
+    // Apps defined without an eligible task (none started, or all failing health checks).
+    let idle_ids: Vec<String> = sim
+        .app_ids()
+        .into_iter()
+        .filter(|id| {
+            sim.tasks_of(id)
+                .iter()
+                .all(|t| !t.health.is_empty() && t.health.iter().any(|alive| !*alive))
+        })
+        .collect();
+    assert!(idle_ids.len() >= 6, "idle apps: {idle_ids:?}");
+    let idle: Vec<String> = idle_ids
+        .iter()
+        .filter_map(|id| id.rsplit('/').next().map(str::to_string))
+        .collect();
+    for id in &idle_ids {
+        let labels: Vec<&str> = id.split('/').filter(|s| !s.is_empty()).rev().collect();
+        names.insert(format!("{}.marathon.local.", labels.join(".")));
+        names.insert(format!(
+            "_{}._tcp.{}.marathon.local.",
+            labels[0],
+            labels[1..].join(".")
+        ));
+    }
+    names.insert("example.com.".into());
+    names.insert("marathon.local.example.".into());
+    let types = [
+        RecordType::A,
+        RecordType::SRV,
+        RecordType::AAAA,
+        RecordType::SOA,
+        RecordType::NS,
+        RecordType::TXT,
+        RecordType::ANY,
+        RecordType::MX,
+        RecordType::CNAME,
+    ];
+    let transports = [
+        Transport::Udp(Some(4096)),
+        Transport::Udp(None),
+        Transport::Tcp,
+        Transport::Udp(Some(1232)),
+    ];
+
+    let mut queries = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let name = if i % 5 == 0 {
+            mixed_case(name, i, 2)
+        } else {
+            name.clone()
+        };
+        for k in 0..2 {
+            let rtype = if name.starts_with('_') && k == 0 {
+                RecordType::SRV
+            } else {
+                types[(i + k * 3) % types.len()]
+            };
+            queries.push((name.clone(), rtype, transports[(i + k) % transports.len()]));
+        }
+    }
+    // The static names with every type.
+    for name in [
+        "marathon.local.",
+        "notes",
+        "mail",
+        "www",
+        "ext",
+        "ns2",
+        "mx1",
+        "web-alias.g1",
+        "g1",
+    ] {
+        let name = if name.ends_with('.') {
+            name.to_string()
+        } else {
+            format!("{name}.marathon.local.")
+        };
+        for rtype in types {
+            queries.push((name.clone(), rtype, Transport::Udp(Some(4096))));
+        }
+    }
+    // SRV names of big apps over every transport: the truncation cases.
+    for name in names
+        .iter()
+        .filter(|n| n.starts_with("_app13") || n.starts_with("_app53"))
+    {
+        for t in transports {
+            queries.push((name.clone(), RecordType::SRV, t));
+        }
+    }
+    ConformanceSet { queries, idle }
 }
