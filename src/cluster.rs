@@ -58,10 +58,27 @@ pub enum TaskState {
     NotRunning(String),
 }
 
+/// What a status update says about a task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TaskPhase {
+    /// The task is alive: running, or on its way to or from running.
+    Active(TaskState),
+    /// The task has ended for good (finished, failed, killed, lost …).
+    Ended,
+}
+
+/// The instance a task belongs to: health events name instances, the model keeps tasks, and
+/// the two meet on this key. Computed from ids by [`crate::marathon::convert`]; here keys are
+/// only compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InstanceKey(pub [u8; 16]);
+
 /// One task (for apps: one instance) of an app.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Task {
     pub id: String,
+    /// The instance the task belongs to, when its id names one.
+    pub instance: Option<InstanceKey>,
     /// Agent host name or IP literal (`"unknown"` if Marathon has no agent info).
     pub host: String,
     pub state: TaskState,
@@ -179,19 +196,22 @@ impl App {
 /// A change announced by Marathon's event stream, in domain terms.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClusterEvent {
-    /// `status_update_event`: a task changed state. `state` is the raw Mesos state name.
+    /// `status_update_event`: a task changed state.
     TaskStatus {
         app_id: AppId,
         task_id: String,
-        state: String,
+        instance: Option<InstanceKey>,
+        state: TaskPhase,
         host: String,
         ip_addresses: Vec<IpAddr>,
         host_ports: Vec<u16>,
     },
-    /// Health events. `alive: None` means "unknown, re-fetch".
+    /// Health events, about a task by its id or about the instance it belongs to.
+    /// `alive: None` means "unknown, re-fetch".
     TaskHealth {
         app_id: AppId,
         instance_or_task_id: String,
+        instance: Option<InstanceKey>,
         alive: Option<bool>,
     },
     /// `app_terminated_event`: the app is gone.
@@ -218,58 +238,6 @@ pub struct Applied {
     pub refetch: Option<AppId>,
 }
 
-/// Mesos task states after which a task is gone for good.
-const TERMINAL_STATES: &[&str] = &[
-    "TASK_FINISHED",
-    "TASK_FAILED",
-    "TASK_KILLED",
-    "TASK_ERROR",
-    "TASK_LOST",
-    "TASK_DROPPED",
-    "TASK_GONE",
-    "TASK_GONE_BY_OPERATOR",
-    "TASK_UNKNOWN",
-];
-
-/// Whether a raw Mesos state name means the task has ended.
-pub fn is_terminal_state(state: &str) -> bool {
-    TERMINAL_STATES.contains(&state)
-}
-
-/// Map a raw Mesos state name onto [`TaskState`].
-pub fn task_state(state: &str) -> TaskState {
-    if state == "TASK_RUNNING" {
-        TaskState::Running
-    } else {
-        TaskState::NotRunning(state.to_string())
-    }
-}
-
-/// The instance key shared by a task id and its instance id: the UUID in it.
-///
-/// 1.4–1.7 task `web.1b2c…` belongs to instance `web.marathon-1b2c…`; 1.8+ task
-/// `web.instance-1b2c…._app.1` to instance `web.instance-1b2c…`.
-pub fn instance_key(id: &str) -> Option<&str> {
-    find_uuid(id)
-}
-
-/// The last canonical 8-4-4-4-12 hex UUID inside `s`: the instance's, even when the app's
-/// path itself contains a UUID (task ids are `<app path>.<…uuid…>[.<container>]`).
-pub fn find_uuid(s: &str) -> Option<&str> {
-    let bytes = s.as_bytes();
-    if bytes.len() < 36 {
-        return None;
-    }
-    (0..=bytes.len() - 36).rev().find_map(|start| {
-        let candidate = &bytes[start..start + 36];
-        let ok = candidate.iter().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => *b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        });
-        ok.then(|| &s[start..start + 36])
-    })
-}
-
 /// Everything known about the cluster: apps by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cluster {
@@ -291,6 +259,7 @@ impl Cluster {
             ClusterEvent::TaskStatus {
                 app_id,
                 task_id,
+                instance,
                 state,
                 host,
                 ip_addresses,
@@ -300,15 +269,15 @@ impl Cluster {
                     // No definition cached (new app, or a pod): port names are unknown.
                     return Applied {
                         changed: false,
-                        refetch: (!is_terminal_state(state)).then(|| app_id.clone()),
+                        refetch: (*state != TaskPhase::Ended).then(|| app_id.clone()),
                     };
                 };
-                if is_terminal_state(state) {
+                let TaskPhase::Active(state) = state else {
                     return Applied {
                         changed: app.tasks.remove(task_id).is_some(),
                         refetch: None,
                     };
-                }
+                };
                 let health = app
                     .tasks
                     .get(task_id)
@@ -316,8 +285,9 @@ impl Cluster {
                     .unwrap_or_default();
                 let task = Task {
                     id: task_id.clone(),
+                    instance: *instance,
                     host: host.clone(),
-                    state: task_state(state),
+                    state: state.clone(),
                     ip_addresses: ip_addresses.clone(),
                     host_ports: host_ports.clone(),
                     health,
@@ -332,14 +302,14 @@ impl Cluster {
             ClusterEvent::TaskHealth {
                 app_id,
                 instance_or_task_id,
+                instance,
                 alive,
             } => {
                 let Some(app) = self.apps.get_mut(app_id) else {
                     return Applied::default();
                 };
-                let key = instance_key(instance_or_task_id);
                 let task = app.tasks.values_mut().find(|t| {
-                    t.id == *instance_or_task_id || (key.is_some() && instance_key(&t.id) == key)
+                    t.id == *instance_or_task_id || (instance.is_some() && t.instance == *instance)
                 });
                 let (Some(task), Some(alive)) = (task, alive) else {
                     return Applied {
@@ -397,11 +367,20 @@ mod tests {
         }
     }
 
-    fn status(task: &str, state: &str) -> ClusterEvent {
+    const RUNNING: TaskPhase = TaskPhase::Active(TaskState::Running);
+    const ENDED: TaskPhase = TaskPhase::Ended;
+    /// The instance key of [`TASK`] and of its instance id.
+    const KEY: InstanceKey = InstanceKey([
+        0xc7, 0xc3, 0x11, 0xa4, 0xb6, 0x69, 0x11, 0xe6, 0xa4, 0x8f, 0x0e, 0xa4, 0xf4, 0xb1, 0x77,
+        0x8c,
+    ]);
+
+    fn status(task: &str, state: TaskPhase) -> ClusterEvent {
         ClusterEvent::TaskStatus {
             app_id: "/web".into(),
             task_id: task.into(),
-            state: state.into(),
+            instance: Some(KEY),
+            state,
             host: "10.0.0.1".into(),
             ip_addresses: vec![],
             host_ports: vec![31000],
@@ -414,37 +393,35 @@ mod tests {
     fn running_then_killed() {
         let mut c = Cluster::default();
         c.replace_app("/web", Some(app(0)));
-        assert!(c.apply(&status(TASK, "TASK_RUNNING")).changed);
-        assert!(
-            !c.apply(&status(TASK, "TASK_RUNNING")).changed,
-            "idempotent"
-        );
+        assert!(c.apply(&status(TASK, RUNNING)).changed);
+        assert!(!c.apply(&status(TASK, RUNNING)).changed, "idempotent");
         let a = &c.apps["/web"];
         assert!(a.is_eligible(&a.tasks[TASK], false));
-        assert!(c.apply(&status(TASK, "TASK_KILLED")).changed);
+        assert!(c.apply(&status(TASK, ENDED)).changed);
         assert!(c.apps["/web"].tasks.is_empty());
     }
 
     #[test]
     fn unknown_app_asks_for_refetch() {
         let mut c = Cluster::default();
-        let r = c.apply(&status(TASK, "TASK_RUNNING"));
+        let r = c.apply(&status(TASK, RUNNING));
         assert_eq!(r.refetch.as_deref(), Some("/web"));
         assert!(!r.changed);
-        assert_eq!(c.apply(&status(TASK, "TASK_FAILED")).refetch, None);
+        assert_eq!(c.apply(&status(TASK, ENDED)).refetch, None);
     }
 
     #[test]
     fn health_by_instance_id() {
         let mut c = Cluster::default();
         c.replace_app("/web", Some(app(1)));
-        c.apply(&status(TASK, "TASK_RUNNING"));
+        c.apply(&status(TASK, RUNNING));
         let a = &c.apps["/web"];
         assert!(!a.is_eligible(&a.tasks[TASK], false), "no results yet");
         assert!(a.is_eligible(&a.tasks[TASK], true), "--include-unhealthy");
         let ev = |alive| ClusterEvent::TaskHealth {
             app_id: "/web".into(),
             instance_or_task_id: "web.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c".into(),
+            instance: Some(KEY),
             alive,
         };
         assert!(c.apply(&ev(Some(true))).changed);
@@ -460,29 +437,14 @@ mod tests {
     fn several_checks_going_up_refetches() {
         let mut c = Cluster::default();
         c.replace_app("/web", Some(app(2)));
-        c.apply(&status(TASK, "TASK_RUNNING"));
+        c.apply(&status(TASK, RUNNING));
         let r = c.apply(&ClusterEvent::TaskHealth {
             app_id: "/web".into(),
             instance_or_task_id: TASK.into(),
+            instance: Some(KEY),
             alive: Some(true),
         });
         assert_eq!(r.refetch.as_deref(), Some("/web"));
-    }
-
-    #[test]
-    fn legacy_instance_id_matches_task() {
-        assert_eq!(
-            instance_key("nginx-green.marathon-3d4e5f60-0000-11e7-8888-0e2beceebfcc"),
-            instance_key("nginx-green.3d4e5f60-0000-11e7-8888-0e2beceebfcc")
-        );
-        assert_eq!(find_uuid("web.nouuid"), None);
-        // A UUID in the app path does not confuse the instance key.
-        assert_eq!(
-            find_uuid(
-                "jobs_3d4e5f60-0000-11e7-8888-0e2beceebfcc_web.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c._app.1"
-            ),
-            Some("c7c311a4-b669-11e6-a48f-0ea4f4b1778c")
-        );
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub fn port_srv_name(
 /// Uniqueness among an app's tasks and distinctness from child-app labels are the caller's
 /// job ([`task_labels`]), because they depend on the other tasks.
 pub fn task_label_base(task_id: &str) -> String {
-    match crate::cluster::find_uuid(task_id) {
+    match find_uuid(task_id) {
         Some(uuid) => uuid
             .chars()
             .filter(|c| *c != '-')
@@ -114,6 +114,23 @@ pub fn task_label_base(task_id: &str) -> String {
             .to_ascii_lowercase(),
         None => format!("t{}", short_hash(task_id)),
     }
+}
+
+/// The last canonical 8-4-4-4-12 hex UUID inside `s`: the instance's, even when the app's
+/// path itself contains a UUID (task ids are `<app path>.<…uuid…>[.<container>]`).
+pub fn find_uuid(s: &str) -> Option<&str> {
+    let bytes = s.as_bytes();
+    if bytes.len() < 36 {
+        return None;
+    }
+    (0..=bytes.len() - 36).rev().find_map(|start| {
+        let candidate = &bytes[start..start + 36];
+        let ok = candidate.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+        ok.then(|| &s[start..start + 36])
+    })
 }
 
 /// Labels for a set of task ids, unique among them and never equal to a name in `reserved`
@@ -216,6 +233,18 @@ mod tests {
         assert_eq!(
             port_srv_name("web.marathon.local", None, 2, "_udp").as_deref(),
             Some("_port2._udp.web.marathon.local")
+        );
+    }
+
+    #[test]
+    fn uuid_in_task_ids() {
+        assert_eq!(find_uuid("web.nouuid"), None);
+        // A UUID in the app path does not confuse the instance's.
+        assert_eq!(
+            find_uuid(
+                "jobs_3d4e5f60-0000-11e7-8888-0e2beceebfcc_web.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c._app.1"
+            ),
+            Some("c7c311a4-b669-11e6-a48f-0ea4f4b1778c")
         );
     }
 

@@ -236,7 +236,6 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         client.clone(),
         settings.stream_timeout,
         tx,
-        status.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(

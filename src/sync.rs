@@ -3,101 +3,27 @@
 //! are coalesced into one publish.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::Record;
 use reqwest::Url;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::cluster::{App, AppId, Cluster, id_key};
 use crate::marathon::client::MarathonClient;
 use crate::marathon::convert::{AppSink, Decoded};
-use crate::marathon::stream::StreamMessage;
+use crate::marathon::stream::{Skipped, StreamMessage};
 use crate::resolve::HostCache;
 use crate::zone::build::{self, SoaTemplate, ZoneConfig};
 use crate::zone::builder::{Updated, ZoneBuilder};
 use crate::zone::store::ZoneStore;
 
-/// Observable state of the sync task (readiness, tests, metrics).
-#[derive(Debug, Default)]
-pub struct SyncStatus {
-    synced: AtomicBool,
-    stream_connected: AtomicBool,
-    /// A full resync completed since the stream (re)connected: the zone is live.
-    stream_synced: AtomicBool,
-    serial: AtomicU32,
-    events: AtomicU64,
-    unknown_events: AtomicU64,
-    malformed_events: AtomicU64,
-    reconnects: AtomicU64,
-    resyncs: AtomicU64,
-    failed_resyncs: AtomicU64,
-    publishes: AtomicU64,
-    /// Wakes waiters on every publish and resync.
-    changed: Notify,
-}
-
-impl SyncStatus {
-    /// A full snapshot from Marathon has been loaded at least once.
-    pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
-    }
-    /// The stream is up and a full resync followed its connect: events now keep the zone live.
-    pub fn is_live(&self) -> bool {
-        self.stream_synced.load(Ordering::Acquire) && self.stream_connected()
-    }
-    pub fn stream_connected(&self) -> bool {
-        self.stream_connected.load(Ordering::Acquire)
-    }
-    pub(crate) fn set_stream_connected(&self, v: bool) {
-        self.stream_connected.store(v, Ordering::Release);
-        self.changed.notify_waiters();
-    }
-    pub fn serial(&self) -> u32 {
-        self.serial.load(Ordering::Acquire)
-    }
-    pub fn events(&self) -> u64 {
-        self.events.load(Ordering::Relaxed)
-    }
-    pub(crate) fn count_event(&self) {
-        self.events.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn unknown_events(&self) -> u64 {
-        self.unknown_events.load(Ordering::Relaxed)
-    }
-    pub(crate) fn count_unknown_event(&self) {
-        self.unknown_events.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn malformed_events(&self) -> u64 {
-        self.malformed_events.load(Ordering::Relaxed)
-    }
-    pub(crate) fn count_malformed_event(&self) {
-        self.malformed_events.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
-    }
-    pub(crate) fn count_reconnect(&self) {
-        self.reconnects.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn resyncs(&self) -> u64 {
-        self.resyncs.load(Ordering::Relaxed)
-    }
-    pub fn failed_resyncs(&self) -> u64 {
-        self.failed_resyncs.load(Ordering::Relaxed)
-    }
-    pub fn publishes(&self) -> u64 {
-        self.publishes.load(Ordering::Relaxed)
-    }
-    /// Resolves at the next publish, resync or stream state change.
-    pub fn wait_change(&self) -> tokio::sync::futures::Notified<'_> {
-        self.changed.notified()
-    }
-}
+mod status;
+pub use status::SyncStatus;
 
 /// Everything the sync task needs to build zones.
 #[derive(Debug, Clone)]
@@ -224,6 +150,7 @@ impl Syncer {
                     let Some(msg) = msg else { return };
                     match msg {
                         StreamMessage::Connected(base) => {
+                            self.status.set_stream_connected(true);
                             self.base = Some(base);
                             self.connect_pending = true;
                             self.status.stream_synced.store(false, Ordering::Release);
@@ -238,6 +165,7 @@ impl Syncer {
                             }
                         }
                         StreamMessage::Event(decoded) => {
+                            self.status.count_event();
                             if let Some(replay) = &mut replay {
                                 replay.push(decoded.clone());
                             }
@@ -250,10 +178,19 @@ impl Syncer {
                                 flush_at = Some(flush_at.map_or(earliest, |f| f.min(earliest)));
                             }
                         }
+                        StreamMessage::Skipped(skipped) => {
+                            self.status.count_event();
+                            match skipped {
+                                Skipped::Unknown => self.status.count_unknown_event(),
+                                Skipped::Malformed => self.status.count_malformed_event(),
+                                Skipped::Attached | Skipped::Irrelevant => {}
+                            }
+                        }
                         StreamMessage::Disconnected => {
                             self.status.stream_synced.store(false, Ordering::Release);
-                            self.status.changed.notify_waiters();
+                            self.status.set_stream_connected(false);
                         }
+                        StreamMessage::Reconnecting => self.status.count_reconnect(),
                     }
                 }
                 () = sleep_until(resync_sleep), if replay.is_none() => {
@@ -309,7 +246,6 @@ impl Syncer {
                     self.refetch.insert(id);
                 }
             }
-            Decoded::Attached | Decoded::Irrelevant | Decoded::Unknown => {}
         }
     }
 

@@ -1,14 +1,12 @@
 //! The event-stream client against Marathon's exact bytes: the real 2015 capture (LF line
 //! endings) and Jetty's CRLF framing with split-CR heartbeats, served by a raw TCP server.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use marathon_dns::cluster::ClusterEvent;
+use marathon_dns::cluster::{ClusterEvent, TaskPhase, TaskState};
 use marathon_dns::marathon::convert::Decoded;
-use marathon_dns::marathon::stream::{self, StreamMessage};
+use marathon_dns::marathon::stream::{self, Skipped, StreamMessage};
 use marathon_dns::server::{Settings, marathon_client};
-use marathon_dns::sync::SyncStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -47,17 +45,16 @@ async fn serve(body: Vec<u8>) -> String {
     url
 }
 
-async fn decoded_events(body: Vec<u8>, n: usize) -> Vec<Decoded> {
+/// The first `n` events the stream reports (forwarded or skipped), in order.
+async fn decoded_events(body: Vec<u8>, n: usize) -> Vec<StreamMessage> {
     let url = serve(body).await;
     let client = marathon_client(&Settings::new(vec![url])).expect("client");
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let status = Arc::new(SyncStatus::default());
     tokio::spawn(stream::run(
         client,
         Duration::from_secs(10),
         tx,
-        status,
         shutdown.clone(),
     ));
     let mut out = Vec::new();
@@ -66,7 +63,7 @@ async fn decoded_events(body: Vec<u8>, n: usize) -> Vec<Decoded> {
             .await
             .expect("in time")
         {
-            Some(StreamMessage::Event(d)) => out.push(d),
+            Some(m @ (StreamMessage::Event(_) | StreamMessage::Skipped(_))) => out.push(m),
             Some(_) => {}
             None => break,
         }
@@ -75,16 +72,24 @@ async fn decoded_events(body: Vec<u8>, n: usize) -> Vec<Decoded> {
     out
 }
 
-fn check(events: &[Decoded]) {
-    assert_eq!(events[0], Decoded::Attached);
-    let states: Vec<&str> = events[1..]
+fn check(events: &[StreamMessage]) {
+    assert!(
+        matches!(events[0], StreamMessage::Skipped(Skipped::Attached)),
+        "{:?}",
+        events[0]
+    );
+    let states: Vec<&TaskPhase> = events[1..]
         .iter()
         .map(|d| match d {
-            Decoded::Apply(ClusterEvent::TaskStatus { state, .. }) => state.as_str(),
+            StreamMessage::Event(Decoded::Apply(ClusterEvent::TaskStatus { state, .. })) => state,
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(states, ["TASK_FAILED", "TASK_RUNNING"]);
+    // TASK_FAILED, then TASK_RUNNING.
+    assert_eq!(
+        states,
+        [&TaskPhase::Ended, &TaskPhase::Active(TaskState::Running)]
+    );
 }
 
 #[tokio::test]

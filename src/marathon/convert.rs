@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 
 use super::wire::{self, WireApp, WireIp, WirePortMapping, WireTask};
-use crate::cluster::{App, AppId, ClusterEvent, Network, PortSpec, Proto, Task, task_state};
+use crate::cluster::{
+    App, AppId, ClusterEvent, InstanceKey, Network, PortSpec, Proto, Task, TaskPhase, TaskState,
+};
 
 /// Why a payload could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -25,19 +27,77 @@ fn json<T: serde::de::DeserializeOwned>(what: &str, data: &str) -> Result<T, Dec
     })
 }
 
-/// What an event on `/v2/events` means for us.
+/// What an event on `/v2/events` is, for the stream.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decoded {
-    /// Apply to the model directly.
-    Apply(ClusterEvent),
-    /// Definitions changed: re-fetch these apps over REST.
-    Refetch(Vec<AppId>),
+pub enum Received {
+    /// It changes the model: the stream forwards it to the sync task.
+    Model(Decoded),
     /// `event_stream_attached`: the stream is live.
     Attached,
     /// A known type that does not affect DNS (deployments in progress, pods, framework …).
     Irrelevant,
     /// A type this version of marathon-dns does not know.
     Unknown,
+}
+
+/// What an event means for the model: the only events that reach the sync task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// Apply to the model directly.
+    Apply(ClusterEvent),
+    /// Definitions changed: re-fetch these apps over REST.
+    Refetch(Vec<AppId>),
+}
+
+/// Mesos task states after which a task is gone for good.
+const TERMINAL_STATES: &[&str] = &[
+    "TASK_FINISHED",
+    "TASK_FAILED",
+    "TASK_KILLED",
+    "TASK_ERROR",
+    "TASK_LOST",
+    "TASK_DROPPED",
+    "TASK_GONE",
+    "TASK_GONE_BY_OPERATOR",
+    "TASK_UNKNOWN",
+];
+
+/// A Mesos state name of a listed task (REST lists only tasks that have not ended).
+fn task_state(state: &str) -> TaskState {
+    if state == "TASK_RUNNING" {
+        TaskState::Running
+    } else {
+        TaskState::NotRunning(state.to_string())
+    }
+}
+
+/// A Mesos state name of a status update: has the task ended, and if not, how is it.
+fn task_phase(state: &str) -> TaskPhase {
+    if TERMINAL_STATES.contains(&state) {
+        TaskPhase::Ended
+    } else {
+        TaskPhase::Active(task_state(state))
+    }
+}
+
+/// The instance key of a task id or an instance id: the UUID both carry (the last one, so a
+/// UUID in the app's path does not count).
+///
+/// 1.4–1.7 task `web.1b2c…` belongs to instance `web.marathon-1b2c…`; 1.8+ task
+/// `web.instance-1b2c…._app.1` to instance `web.instance-1b2c…`.
+pub fn instance_key(id: &str) -> Option<InstanceKey> {
+    let uuid = crate::naming::find_uuid(id)?;
+    let mut key = [0u8; 16];
+    let mut digits = uuid.bytes().filter(u8::is_ascii_hexdigit).map(|b| {
+        // `find_uuid` returns hex digits only (and four dashes, filtered out above).
+        char::from(b).to_digit(16).map_or(0, |d| d as u8)
+    });
+    for byte in &mut key {
+        let hi = digits.next()?;
+        let lo = digits.next()?;
+        *byte = (hi << 4) | lo;
+    }
+    Some(InstanceKey(key))
 }
 
 /// Event types that are valid Marathon events but carry nothing for DNS.
@@ -68,14 +128,27 @@ const IRRELEVANT: &[&str] = &[
 ];
 
 /// Decode one SSE message (`event:` name and `data:` JSON).
-pub fn decode_event(event_type: &str, data: &str) -> Result<Decoded, DecodeError> {
+pub fn decode_event(event_type: &str, data: &str) -> Result<Received, DecodeError> {
     Ok(match event_type {
+        "event_stream_attached" => Received::Attached,
+        t if IRRELEVANT.contains(&t) => Received::Irrelevant,
+        _ => match decode_model_event(event_type, data)? {
+            Some(decoded) => Received::Model(decoded),
+            None => Received::Unknown,
+        },
+    })
+}
+
+/// The events that change the model; `None` for any other type.
+fn decode_model_event(event_type: &str, data: &str) -> Result<Option<Decoded>, DecodeError> {
+    Ok(Some(match event_type {
         "status_update_event" => {
             let e: wire::StatusUpdateEvent = json(event_type, data)?;
             Decoded::Apply(ClusterEvent::TaskStatus {
                 app_id: e.app_id,
+                instance: instance_key(&e.task_id),
                 task_id: e.task_id,
-                state: e.task_status,
+                state: task_phase(&e.task_status),
                 host: e.host.unwrap_or_default(),
                 ip_addresses: ips(e.ip_addresses.as_deref()),
                 host_ports: ports(e.ports.as_deref()),
@@ -86,6 +159,7 @@ pub fn decode_event(event_type: &str, data: &str) -> Result<Decoded, DecodeError
             match e.instance_id.or(e.task_id) {
                 Some(id) => Decoded::Apply(ClusterEvent::TaskHealth {
                     app_id: e.app_id,
+                    instance: instance_key(&id),
                     instance_or_task_id: id,
                     alive: Some(e.alive),
                 }),
@@ -96,6 +170,7 @@ pub fn decode_event(event_type: &str, data: &str) -> Result<Decoded, DecodeError
             let e: wire::InstanceHealthChangedEvent = json(event_type, data)?;
             Decoded::Apply(ClusterEvent::TaskHealth {
                 app_id: e.run_spec_id,
+                instance: instance_key(&e.instance_id),
                 instance_or_task_id: e.instance_id,
                 alive: e.healthy,
             })
@@ -129,10 +204,8 @@ pub fn decode_event(event_type: &str, data: &str) -> Result<Decoded, DecodeError
             apps.dedup();
             Decoded::Refetch(apps)
         }
-        "event_stream_attached" => Decoded::Attached,
-        t if IRRELEVANT.contains(&t) => Decoded::Irrelevant,
-        _ => Decoded::Unknown,
-    })
+        _ => return Ok(None),
+    }))
 }
 
 /// App ids are absolute paths; tolerate a missing leading slash.
@@ -281,6 +354,7 @@ fn port_specs(app: &WireApp, network: Network) -> Vec<PortSpec> {
 fn task(t: &WireTask) -> Task {
     Task {
         id: t.id.clone(),
+        instance: instance_key(&t.id),
         host: t.host.clone().unwrap_or_default(),
         // Tasks without `state` come from pre-0.15 servers, which list only active tasks.
         state: task_state(t.state.as_deref().unwrap_or("TASK_RUNNING")),
@@ -542,7 +616,7 @@ mod tests {
             let ty = v["eventType"].as_str().expect("eventType");
             let decoded =
                 decode_event(ty, &data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert_ne!(decoded, Decoded::Unknown, "{}", path.display());
+            assert_ne!(decoded, Received::Unknown, "{}", path.display());
             n += 1;
         }
         assert!(n >= 30, "only {n} fixtures");
@@ -555,13 +629,13 @@ mod tests {
             &read("events/status_update_event-TASK_RUNNING-real-capture.json"),
         )
         .expect("decodes");
-        let Decoded::Apply(ClusterEvent::TaskStatus {
+        let Received::Model(Decoded::Apply(ClusterEvent::TaskStatus {
             state, host_ports, ..
-        }) = d
+        })) = d
         else {
             panic!("{d:?}")
         };
-        assert_eq!(state, "TASK_RUNNING");
+        assert_eq!(state, TaskPhase::Active(TaskState::Running));
         assert_eq!(host_ports.len(), 1);
     }
 
@@ -575,7 +649,10 @@ mod tests {
             assert!(
                 matches!(
                     d,
-                    Decoded::Apply(ClusterEvent::TaskHealth { alive: Some(_), .. })
+                    Received::Model(Decoded::Apply(ClusterEvent::TaskHealth {
+                        alive: Some(_),
+                        ..
+                    }))
                 ),
                 "{f}: {d:?}"
             );
@@ -585,7 +662,7 @@ mod tests {
     #[test]
     fn api_post_refetches_app() {
         let d = decode_event("api_post_event", &read("events/api_post_event.json")).expect("ok");
-        assert_eq!(d, Decoded::Refetch(vec!["/my-app".into()]));
+        assert_eq!(d, Received::Model(Decoded::Refetch(vec!["/my-app".into()])));
     }
 
     #[test]
@@ -594,8 +671,57 @@ mod tests {
         assert!(decode_event("status_update_event", r#"{"appId":1}"#).is_err());
         assert_eq!(
             decode_event("brand_new_event", "{}").expect("ok"),
-            Decoded::Unknown
+            Received::Unknown
         );
+    }
+
+    #[test]
+    fn terminal_states_end_tasks() {
+        let d = decode_event(
+            "status_update_event",
+            &read("events/status_update_event-TASK_FAILED-real-capture.json"),
+        )
+        .expect("decodes");
+        let Received::Model(Decoded::Apply(ClusterEvent::TaskStatus { state, .. })) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(state, TaskPhase::Ended);
+        for s in TERMINAL_STATES {
+            assert_eq!(task_phase(s), TaskPhase::Ended, "{s}");
+        }
+        assert_eq!(
+            task_phase("TASK_STAGING"),
+            TaskPhase::Active(TaskState::NotRunning("TASK_STAGING".into()))
+        );
+    }
+
+    #[test]
+    fn task_and_instance_ids_share_the_instance_key() {
+        // 1.4–1.7: task `nginx.<uuid>`, instance `nginx.marathon-<uuid>`.
+        assert_eq!(
+            instance_key("nginx-green.marathon-3d4e5f60-0000-11e7-8888-0e2beceebfcc"),
+            instance_key("nginx-green.3d4e5f60-0000-11e7-8888-0e2beceebfcc")
+        );
+        // 1.8+: task `<instance>._app.1`; a UUID in the app path does not count.
+        let key = instance_key(
+            "jobs_3d4e5f60-0000-11e7-8888-0e2beceebfcc_web.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c._app.1",
+        );
+        assert_eq!(
+            key,
+            instance_key("web.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c")
+        );
+        assert_eq!(
+            key,
+            Some(InstanceKey([
+                0xc7, 0xc3, 0x11, 0xa4, 0xb6, 0x69, 0x11, 0xe6, 0xa4, 0x8f, 0x0e, 0xa4, 0xf4, 0xb1,
+                0x77, 0x8c
+            ]))
+        );
+        assert_ne!(
+            key,
+            instance_key("web.instance-C7C311A4-b669-11e6-a48f-0ea4f4b1778d")
+        );
+        assert_eq!(instance_key("web.nouuid"), None);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The `/v2/events` Server-Sent-Events stream: connect to the leader, follow a standby's 302,
 //! decode events, reconnect with capped exponential backoff.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_client::{Client as _, ClientBuilder, Error as SseError, ReconnectOptions, SSE};
@@ -13,8 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::client::MarathonClient;
-use super::convert::{Decoded, decode_event};
-use crate::sync::SyncStatus;
+use super::convert::{Decoded, Received, decode_event};
 
 /// The event types marathon-dns needs. Servers older than 1.3.7 ignore the filter and send
 /// everything; unknown types are then counted and dropped.
@@ -39,8 +37,25 @@ pub enum StreamMessage {
     Connected(Url),
     /// One decoded event.
     Event(Decoded),
+    /// An event that carries nothing to apply (counted by the sync task, then dropped).
+    Skipped(Skipped),
     /// The stream ended or failed; a reconnect is under way.
     Disconnected,
+    /// The stream failed and backs off before it tries again.
+    Reconnecting,
+}
+
+/// Why an event was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// `event_stream_attached`: Marathon confirms the subscription.
+    Attached,
+    /// A known type that does not affect DNS.
+    Irrelevant,
+    /// A type this version of marathon-dns does not know.
+    Unknown,
+    /// Its JSON could not be decoded.
+    Malformed,
 }
 
 fn events_url(base: &Url) -> Option<Url> {
@@ -77,7 +92,6 @@ pub async fn run(
     client: MarathonClient,
     read_timeout: Duration,
     tx: mpsc::Sender<StreamMessage>,
-    status: Arc<SyncStatus>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -102,12 +116,11 @@ pub async fn run(
             Some(url) => {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    ended = connect_once(&client, url, read_timeout, &tx, &status, &mut backoff, &mut failing) => ended,
+                    ended = connect_once(&client, url, read_timeout, &tx, &mut backoff, &mut failing) => ended,
                 }
             }
             None => Ended::Failed("no Marathon URL".into()),
         };
-        status.set_stream_connected(false);
         if tx.send(StreamMessage::Disconnected).await.is_err() {
             return;
         }
@@ -134,7 +147,9 @@ pub async fn run(
             }
         }
         failures = failures.wrapping_add(1);
-        status.count_reconnect();
+        if tx.send(StreamMessage::Reconnecting).await.is_err() {
+            return;
+        }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
@@ -157,7 +172,6 @@ async fn connect_once(
     url: Url,
     read_timeout: Duration,
     tx: &mpsc::Sender<StreamMessage>,
-    status: &SyncStatus,
     backoff: &mut Duration,
     failing: &mut bool,
 ) -> Ended {
@@ -199,7 +213,6 @@ async fn connect_once(
         match item {
             Ok(SSE::Connected(_)) => {
                 debug!("event stream connected to {base}");
-                status.set_stream_connected(true);
                 if tx
                     .send(StreamMessage::Connected(base.clone()))
                     .await
@@ -215,22 +228,24 @@ async fn connect_once(
                 if std::mem::take(failing) {
                     info!("event stream to {base} is back");
                 }
-                status.count_event();
-                match decode_event(&ev.event_type, &ev.data) {
-                    Ok(Decoded::Unknown) => {
-                        status.count_unknown_event();
-                        debug!(event_type = %ev.event_type, "ignoring unknown Marathon event type");
+                let msg = match decode_event(&ev.event_type, &ev.data) {
+                    Ok(Received::Model(decoded)) => StreamMessage::Event(decoded),
+                    Ok(Received::Attached) => {
+                        debug!("event stream to {base} attached");
+                        StreamMessage::Skipped(Skipped::Attached)
                     }
-                    Ok(Decoded::Irrelevant) => {}
-                    Ok(decoded) => {
-                        if tx.send(StreamMessage::Event(decoded)).await.is_err() {
-                            return Ended::Failed("shutting down".into());
-                        }
+                    Ok(Received::Irrelevant) => StreamMessage::Skipped(Skipped::Irrelevant),
+                    Ok(Received::Unknown) => {
+                        debug!(event_type = %ev.event_type, "ignoring unknown Marathon event type");
+                        StreamMessage::Skipped(Skipped::Unknown)
                     }
                     Err(e) => {
-                        status.count_malformed_event();
                         warn!("skipping Marathon event: {e}");
+                        StreamMessage::Skipped(Skipped::Malformed)
                     }
+                };
+                if tx.send(msg).await.is_err() {
+                    return Ended::Failed("shutting down".into());
                 }
             }
             Ok(SSE::Comment(_)) => {}

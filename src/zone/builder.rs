@@ -351,6 +351,7 @@ mod tests {
     fn task(uuid_head: &str, host: &str, port: u16) -> Task {
         Task {
             id: format!("x.instance-{uuid_head}-b669-11e6-a48f-0ea4f4b1778c._app.1"),
+            instance: None,
             host: host.into(),
             state: TaskState::Running,
             ip_addresses: vec![],

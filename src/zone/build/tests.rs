@@ -31,6 +31,7 @@ fn port(name: Option<&str>, protocols: &[Proto]) -> PortSpec {
 fn task(n: u8, host: &str, ports: &[u16]) -> Task {
     Task {
         id: format!("x.instance-{n:02x}000000-b669-11e6-a48f-0ea4f4b1778c._app.1"),
+        instance: None,
         host: host.into(),
         state: TaskState::Running,
         ip_addresses: vec![IpAddr::from([172, 17, 0, n])],

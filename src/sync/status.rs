@@ -1,0 +1,84 @@
+//! What the sync task reports: readiness and counters, for readers (the server's waits,
+//! tests, a future metrics endpoint). Only the sync task writes it (the fields are private to
+//! [`crate::sync`]); the event stream reports to the sync task by message.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+/// Observable state of the sync task (readiness, tests, metrics).
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    pub(super) synced: AtomicBool,
+    pub(super) stream_connected: AtomicBool,
+    /// A full resync completed since the stream (re)connected: the zone is live.
+    pub(super) stream_synced: AtomicBool,
+    pub(super) serial: AtomicU32,
+    pub(super) events: AtomicU64,
+    pub(super) unknown_events: AtomicU64,
+    pub(super) malformed_events: AtomicU64,
+    pub(super) reconnects: AtomicU64,
+    pub(super) resyncs: AtomicU64,
+    pub(super) failed_resyncs: AtomicU64,
+    pub(super) publishes: AtomicU64,
+    /// Wakes waiters on every publish and resync.
+    pub(super) changed: Notify,
+}
+
+impl SyncStatus {
+    /// A full snapshot from Marathon has been loaded at least once.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+    /// The stream is up and a full resync followed its connect: events now keep the zone live.
+    pub fn is_live(&self) -> bool {
+        self.stream_synced.load(Ordering::Acquire) && self.stream_connected()
+    }
+    pub fn stream_connected(&self) -> bool {
+        self.stream_connected.load(Ordering::Acquire)
+    }
+    pub(super) fn set_stream_connected(&self, v: bool) {
+        self.stream_connected.store(v, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+    pub fn serial(&self) -> u32 {
+        self.serial.load(Ordering::Acquire)
+    }
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+    pub(super) fn count_event(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn unknown_events(&self) -> u64 {
+        self.unknown_events.load(Ordering::Relaxed)
+    }
+    pub(super) fn count_unknown_event(&self) {
+        self.unknown_events.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn malformed_events(&self) -> u64 {
+        self.malformed_events.load(Ordering::Relaxed)
+    }
+    pub(super) fn count_malformed_event(&self) {
+        self.malformed_events.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+    pub(super) fn count_reconnect(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
+    }
+    pub fn failed_resyncs(&self) -> u64 {
+        self.failed_resyncs.load(Ordering::Relaxed)
+    }
+    pub fn publishes(&self) -> u64 {
+        self.publishes.load(Ordering::Relaxed)
+    }
+    /// Resolves at the next publish, resync or stream state change.
+    pub fn wait_change(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+}
