@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 /// Parse `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -22,6 +22,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
     })
 }
+
+/// Shared by `serve` and `dev`.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8053";
+const DEFAULT_ZONES_DIR: &str = "zones";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,7 +67,7 @@ pub struct ServeArgs {
         long = "listen",
         env = "MARATHON_DNS_LISTEN",
         value_delimiter = ',',
-        default_value = "127.0.0.1:8053"
+        default_value = DEFAULT_LISTEN
     )]
     pub listen: Vec<SocketAddr>,
 
@@ -76,7 +80,7 @@ pub struct ServeArgs {
     pub ttl: u32,
 
     /// Directory of static zone files (`*.zone`).
-    #[arg(long, env = "MARATHON_DNS_ZONES_DIR", default_value = "zones")]
+    #[arg(long, env = "MARATHON_DNS_ZONES_DIR", default_value = DEFAULT_ZONES_DIR)]
     pub zones_dir: PathBuf,
 
     /// Full resync interval, to heal events Marathon dropped.
@@ -135,11 +139,24 @@ pub struct ServeArgs {
     pub udp_workers: Option<usize>,
 }
 
+impl ServeArgs {
+    /// The defaults: what an empty command line gives, whatever the environment says. The
+    /// `#[arg]` attributes above are the only place defaults are written.
+    pub fn defaults() -> Self {
+        let cmd = Self::augment_args(clap::Command::new("marathon-dns"))
+            .mut_args(|a| a.env(None::<&'static str>));
+        cmd.try_get_matches_from(["marathon-dns"])
+            .and_then(|m| Self::from_arg_matches(&m))
+            // Only the attributes above are parsed here; `defaults_parse` checks them.
+            .expect("the built-in defaults parse")
+    }
+}
+
 /// `marathon-dns dev`.
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
     /// Address to serve DNS on, UDP and TCP.
-    #[arg(long = "listen", default_value = "127.0.0.1:8053")]
+    #[arg(long = "listen", default_value = DEFAULT_LISTEN)]
     pub listen: Vec<SocketAddr>,
 
     /// Seconds between simulated task churn steps.
@@ -147,7 +164,7 @@ pub struct DevArgs {
     pub churn: Duration,
 
     /// Directory of static zone files.
-    #[arg(long, default_value = "zones")]
+    #[arg(long, default_value = DEFAULT_ZONES_DIR)]
     pub zones_dir: PathBuf,
 }
 
@@ -161,6 +178,25 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn defaults_parse_and_ignore_the_environment() {
+        let d = ServeArgs::defaults();
+        assert!(d.marathon.is_empty());
+        assert_eq!(d.listen, [SocketAddr::from(([127, 0, 0, 1], 8053))]);
+        assert_eq!(d.zone, "marathon.local");
+        assert_eq!(d.ttl, 5);
+        assert_eq!(d.zones_dir, PathBuf::from("zones"));
+        assert_eq!(d.resync_interval, Duration::from_secs(300));
+        assert_eq!(d.stream_timeout, Duration::from_secs(60));
+        assert!(!d.include_unhealthy && !d.no_leader_lookup);
+        assert_eq!(d.max_udp_payload, None);
+        assert_eq!(d.tcp_idle_timeout, Duration::from_secs(10));
+        assert_eq!(d.serial_file, None);
+        assert_eq!(d.coalesce, Duration::from_millis(20));
+        assert_eq!(d.udp_workers, None);
+        assert!(d.marathon_credentials.is_none() && d.marathon_token.is_none());
     }
 
     #[test]

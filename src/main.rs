@@ -2,58 +2,13 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
 use marathon_dns::config::{Cli, Command, DevArgs, ServeArgs};
-use marathon_dns::marathon::client::Auth;
 use marathon_dns::server::{self, Settings};
 use marathon_dns::sim::{self, Simulator};
 use marathon_dns::zone::export;
 use tracing_subscriber::EnvFilter;
-
-fn read_secret(path: &std::path::Path) -> Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(text.trim().to_string())
-}
-
-fn settings(args: &ServeArgs) -> Result<Settings> {
-    let credentials = match (&args.marathon_credentials, &args.marathon_credentials_file) {
-        (Some(c), _) => Some(c.clone()),
-        (None, Some(p)) => Some(read_secret(p)?),
-        (None, None) => None,
-    };
-    let token = match (&args.marathon_token, &args.marathon_token_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(p)) => Some(read_secret(p)?),
-        (None, None) => None,
-    };
-    let auth = match (credentials, token) {
-        (Some(_), Some(_)) => bail!("give either Marathon credentials or a token, not both"),
-        (Some(c), None) => {
-            Some(Auth::basic(&c).context("Marathon credentials must be user:password")?)
-        }
-        (None, Some(t)) => Some(Auth::Token(t)),
-        (None, None) => None,
-    };
-    Ok(Settings {
-        marathon: args.marathon.clone(),
-        auth,
-        leader_lookup: !args.no_leader_lookup,
-        listen: args.listen.clone(),
-        zone: args.zone.clone(),
-        ttl: args.ttl,
-        zones_dir: args.zones_dir.clone(),
-        resync_interval: args.resync_interval,
-        stream_timeout: args.stream_timeout,
-        include_unhealthy: args.include_unhealthy,
-        max_udp_payload: args.max_udp_payload,
-        coalesce: args.coalesce,
-        serial_file: args.serial_file.clone(),
-        tcp_idle_timeout: args.tcp_idle_timeout,
-        udp_workers: args.udp_workers.unwrap_or_else(server::default_udp_workers),
-    })
-}
 
 async fn wait_for_signal() {
     #[cfg(unix)]
@@ -71,7 +26,7 @@ async fn wait_for_signal() {
 }
 
 async fn serve(args: &ServeArgs) -> Result<()> {
-    let running = server::start(settings(args)?).await?;
+    let running = server::start(Settings::from_args(args)?).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
@@ -109,7 +64,7 @@ async fn dev(args: &DevArgs) -> Result<()> {
 }
 
 async fn export_zone(args: &ServeArgs) -> Result<()> {
-    let mut s = settings(args)?;
+    let mut s = Settings::from_args(args)?;
     // Bind nothing public: the export only needs one sync.
     s.listen = vec![([127, 0, 0, 1], 0).into()];
     let running = server::start(s).await?;

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::config::ServeArgs;
 use crate::dns::handler::AnswerOptions;
 use crate::dns::listen::{self, BindError};
 use crate::marathon::client::{self, Auth, ClientConfig, ClientError, MarathonClient};
@@ -53,25 +54,73 @@ pub fn default_udp_workers() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
+/// Why the command line does not make settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read {}", path.display())]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("give either Marathon credentials or a token, not both")]
+    CredentialsAndToken,
+    #[error("Marathon credentials must be user:password")]
+    BadCredentials,
+}
+
 impl Settings {
-    /// Defaults for the given Marathon URLs (as the CLI would give them).
+    /// Defaults (the CLI's, without the environment) for the given Marathon URLs.
     pub fn new(marathon: Vec<String>) -> Self {
+        Self::with_auth(
+            &ServeArgs {
+                marathon,
+                ..ServeArgs::defaults()
+            },
+            None,
+        )
+    }
+
+    /// Settings from the command line; reads the credential files it names.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, SettingsError> {
+        let secret = |inline: &Option<String>, file: &Option<PathBuf>| match (inline, file) {
+            (Some(s), _) => Ok(Some(s.clone())),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|text| Some(text.trim().to_string()))
+                .map_err(|source| SettingsError::SecretFile {
+                    path: path.clone(),
+                    source,
+                }),
+            (None, None) => Ok(None),
+        };
+        let credentials = secret(&args.marathon_credentials, &args.marathon_credentials_file)?;
+        let token = secret(&args.marathon_token, &args.marathon_token_file)?;
+        let auth = match (credentials, token) {
+            (Some(_), Some(_)) => return Err(SettingsError::CredentialsAndToken),
+            (Some(c), None) => Some(Auth::basic(&c).ok_or(SettingsError::BadCredentials)?),
+            (None, Some(t)) => Some(Auth::Token(t)),
+            (None, None) => None,
+        };
+        Ok(Self::with_auth(args, auth))
+    }
+
+    fn with_auth(args: &ServeArgs, auth: Option<Auth>) -> Self {
         Self {
-            marathon,
-            auth: None,
-            leader_lookup: true,
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8053))],
-            zone: "marathon.local".into(),
-            ttl: 5,
-            zones_dir: PathBuf::from("zones"),
-            resync_interval: Duration::from_secs(300),
-            stream_timeout: Duration::from_secs(60),
-            include_unhealthy: false,
-            max_udp_payload: None,
-            coalesce: Duration::from_millis(20),
-            serial_file: None,
-            tcp_idle_timeout: Duration::from_secs(10),
-            udp_workers: default_udp_workers(),
+            marathon: args.marathon.clone(),
+            auth,
+            leader_lookup: !args.no_leader_lookup,
+            listen: args.listen.clone(),
+            zone: args.zone.clone(),
+            ttl: args.ttl,
+            zones_dir: args.zones_dir.clone(),
+            resync_interval: args.resync_interval,
+            stream_timeout: args.stream_timeout,
+            include_unhealthy: args.include_unhealthy,
+            max_udp_payload: args.max_udp_payload,
+            coalesce: args.coalesce,
+            serial_file: args.serial_file.clone(),
+            tcp_idle_timeout: args.tcp_idle_timeout,
+            udp_workers: args.udp_workers.unwrap_or_else(default_udp_workers),
         }
     }
 }
@@ -250,4 +299,54 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         tasks,
         dns,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_args_read_secrets_and_keep_the_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "t0ken\n").expect("write");
+        let args = ServeArgs {
+            marathon: vec!["http://m1:8080".into()],
+            marathon_token_file: Some(file.clone()),
+            udp_workers: Some(3),
+            ..ServeArgs::defaults()
+        };
+        let s = Settings::from_args(&args).expect("settings");
+        assert_eq!(s.auth, Some(Auth::Token("t0ken".into())));
+        assert_eq!(s.udp_workers, 3);
+        let d = Settings::new(vec!["http://m1:8080".into()]);
+        assert_eq!((s.listen, s.ttl, s.zone), (d.listen, d.ttl, d.zone));
+        assert_eq!(d.udp_workers, default_udp_workers());
+        assert!(d.leader_lookup);
+
+        let both = ServeArgs {
+            marathon_credentials: Some("u:p".into()),
+            ..args.clone()
+        };
+        assert!(matches!(
+            Settings::from_args(&both),
+            Err(SettingsError::CredentialsAndToken)
+        ));
+        let missing = ServeArgs {
+            marathon_token_file: Some(dir.path().join("absent")),
+            ..args
+        };
+        assert!(matches!(
+            Settings::from_args(&missing),
+            Err(SettingsError::SecretFile { .. })
+        ));
+        let bad = ServeArgs {
+            marathon_credentials: Some("no-colon".into()),
+            ..ServeArgs::defaults()
+        };
+        assert!(matches!(
+            Settings::from_args(&bad),
+            Err(SettingsError::BadCredentials)
+        ));
+    }
 }
