@@ -1,9 +1,11 @@
-//! Marathon REST: leader discovery, the full snapshot and single-app re-fetches.
+//! Marathon over HTTP: leader discovery, the full snapshot, single-app re-fetches, and the
+//! one way every request is made ([`MarathonClient::get_following`], which the event stream
+//! uses too).
 //!
 //! Credentials are attached by hand to every request, including after a redirect (reqwest
 //! would strip `Authorization` on a cross-host redirect; Marathon needs it re-sent to the
-//! leader). They never appear in logs or errors: [`Auth`]'s `Debug` is redacted and URLs carry
-//! no user info.
+//! leader). https is refused at every hop (no TLS is built in). Credentials never appear in
+//! logs or errors: [`Auth`]'s `Debug` is redacted and URLs carry no user info.
 
 use std::time::Duration;
 
@@ -72,8 +74,8 @@ pub enum ClientError {
         #[source]
         source: DecodeError,
     },
-    #[error("no configured Marathon knows a leader (last error: {0})")]
-    NoLeader(String),
+    #[error("the Marathon credentials do not form a valid HTTP header")]
+    BadCredentials,
 }
 
 /// Settings of the Marathon client.
@@ -178,6 +180,24 @@ impl MarathonClient {
         self.cfg.auth.as_ref()
     }
 
+    /// The same client for a long-lived stream: no overall request timeout, but a connection
+    /// that stays silent for `read_timeout` fails.
+    pub fn for_streaming(&self, read_timeout: Duration) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(read_timeout)
+            .build()
+            .map_err(|e| ClientError::Http {
+                url: String::new(),
+                reason: chain(&e),
+            })?;
+        Ok(Self {
+            http,
+            cfg: self.cfg.clone(),
+        })
+    }
+
     /// GET, following redirects by hand (re-sending credentials): the body as text.
     async fn get(&self, url: Url) -> Result<String, ClientError> {
         let (url, resp) = self.send(url).await?;
@@ -190,15 +210,42 @@ impl MarathonClient {
     /// GET with credentials, following redirects by hand (re-sending credentials): the
     /// successful response, body unread, and the URL that gave it.
     async fn send(&self, url: Url) -> Result<(Url, reqwest::Response), ClientError> {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            header::HeaderValue::from_static("application/json"),
+        );
+        let (url, resp) = self.get_following(url, headers).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                url: url.to_string(),
+                status,
+            });
+        }
+        Ok((url, resp))
+    }
+
+    /// GET `url` with `headers` and the credentials, following redirects by hand: the
+    /// credentials are re-sent to wherever a standby points, and https is refused at every
+    /// hop. The first answer that is not a redirect, whatever its status, body unread, and
+    /// the URL that gave it.
+    pub async fn get_following(
+        &self,
+        url: Url,
+        mut headers: header::HeaderMap,
+    ) -> Result<(Url, reqwest::Response), ClientError> {
+        if let Some(auth) = &self.cfg.auth {
+            let value = header::HeaderValue::from_str(&auth.header_value())
+                .map_err(|_| ClientError::BadCredentials)?;
+            headers.insert(header::AUTHORIZATION, value);
+        }
         let mut url = url;
         for _ in 0..=MAX_REDIRECTS {
-            let mut req = self
-                .http
-                .get(url.clone())
-                .header(header::ACCEPT, "application/json");
-            if let Some(auth) = &self.cfg.auth {
-                req = req.header(header::AUTHORIZATION, auth.header_value());
+            if url.scheme() != "http" {
+                return Err(ClientError::Https(redact(url.as_str())));
             }
+            let req = self.http.get(url.clone()).headers(headers.clone());
             let resp = req.send().await.map_err(|e| ClientError::Http {
                 url: url.to_string(),
                 reason: chain(&e.without_url()),
@@ -212,6 +259,11 @@ impl MarathonClient {
                     .and_then(|l| url.join(l).ok());
                 match next {
                     Some(next) => {
+                        tracing::debug!(
+                            "{} redirects to {}",
+                            redact(url.as_str()),
+                            redact(next.as_str())
+                        );
                         url = next;
                         continue;
                     }
@@ -222,12 +274,6 @@ impl MarathonClient {
                         });
                     }
                 }
-            }
-            if !status.is_success() {
-                return Err(ClientError::Status {
-                    url: url.to_string(),
-                    status,
-                });
             }
             return Ok((url, resp));
         }
@@ -370,6 +416,44 @@ mod tests {
             parse_url("https://m1:8443"),
             Err(ClientError::Https(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_https_is_refused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 302 Found\r\nLocation: https://leader:8443/v2/events\r\n\
+                          Content-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
+                    .await;
+            }
+        });
+        let (url, auth) = parse_url(&format!("http://{addr}")).expect("url");
+        let client = MarathonClient::new(ClientConfig {
+            urls: vec![url.clone()],
+            auth,
+            leader_lookup: false,
+            request_timeout: Duration::from_secs(5),
+        })
+        .expect("client")
+        .for_streaming(Duration::from_secs(5))
+        .expect("streaming client");
+        let got = client
+            .get_following(
+                url.join("v2/events").expect("url"),
+                header::HeaderMap::new(),
+            )
+            .await;
+        assert!(matches!(got, Err(ClientError::Https(_))), "{got:?}");
     }
 
     #[test]

@@ -1,18 +1,26 @@
-//! The `/v2/events` Server-Sent-Events stream: connect to the leader, follow a standby's 302,
-//! decode events, reconnect with capped exponential backoff.
+//! The `/v2/events` Server-Sent-Events stream: connect to the leader (through
+//! [`MarathonClient::get_following`], so a standby's 302, credentials and the https refusal are
+//! handled as for every other request), decode events, reconnect with jittered backoff.
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use eventsource_client::{Client as _, ClientBuilder, Error as SseError, ReconnectOptions, SSE};
-use futures_util::StreamExt;
-use launchdarkly_sdk_transport::HyperTransport;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use launchdarkly_sdk_transport::{
+    ByteStream, HttpTransport, Request, Response, ResponseFuture, TransportError,
+};
 use reqwest::Url;
 use tokio::sync::mpsc;
+use tokio_util::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::client::MarathonClient;
 use super::convert::{Decoded, Received, decode_event};
+use crate::backoff::Backoff;
 
 /// The event types marathon-dns needs. Servers older than 1.3.7 ignore the filter and send
 /// everything; unknown types are then counted and dropped.
@@ -27,8 +35,10 @@ const SUBSCRIBED: &[&str] = &[
     "event_stream_attached",
 ];
 
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Reconnect delays: from 200 ms, doubling, up to 30 s, with jitter.
+pub fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
+}
 
 /// What the stream tells the sync task.
 #[derive(Debug)]
@@ -79,14 +89,6 @@ fn base_of(events: &Url) -> Url {
     base
 }
 
-/// How one connection ended.
-enum Ended {
-    /// A standby answered 302: connect here next, at once.
-    Redirect(Url),
-    /// Error or EOF (why): back off, then look the leader up again.
-    Failed(String),
-}
-
 /// Run until `shutdown`: keep one event stream open and forward what it says to `tx`.
 pub async fn run(
     client: MarathonClient,
@@ -94,67 +96,45 @@ pub async fn run(
     tx: mpsc::Sender<StreamMessage>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_MIN;
-    let mut next: Option<Url> = None;
-    let mut redirects = 0;
+    let mut backoff = reconnect_backoff();
     // Rotates through the candidates on failure, so one dead Marathon is not retried forever.
     let mut failures = 0usize;
     // An outage is logged once, when it starts, and once when it ends; not per retry.
     let mut failing = false;
+    let streaming = match client.for_streaming(read_timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("cannot build the event-stream client, no events will arrive: {e}");
+            return;
+        }
+    };
     loop {
-        let events = match next.take() {
-            Some(u) => Some(u),
-            None => {
-                let candidates = client.candidates().await;
-                match candidates.len() {
-                    0 => None,
-                    n => events_url(&candidates[failures % n]),
-                }
-            }
+        let candidates = client.candidates().await;
+        let events = match candidates.len() {
+            0 => None,
+            n => events_url(&candidates[failures % n]),
         };
-        let ended = match events {
+        let why = match events {
             Some(url) => {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    ended = connect_once(&client, url, read_timeout, &tx, &mut backoff, &mut failing) => ended,
+                    why = connect_once(&streaming, url, &tx, &mut backoff, &mut failing) => why,
                 }
             }
-            None => Ended::Failed("no Marathon URL".into()),
+            None => "no Marathon URL".into(),
         };
         if tx.send(StreamMessage::Disconnected).await.is_err() {
             return;
         }
-        match ended {
-            Ended::Redirect(url) if redirects < 3 => {
-                redirects += 1;
-                info!(
-                    "Marathon standby redirected the event stream to {}",
-                    base_of(&url)
-                );
-                next = Some(url);
-                continue;
-            }
-            Ended::Redirect(url) => {
-                redirects = 0;
-                report(
-                    &mut failing,
-                    format!("too many redirects, last to {}", base_of(&url)),
-                );
-            }
-            Ended::Failed(why) => {
-                redirects = 0;
-                report(&mut failing, why);
-            }
-        }
+        report(&mut failing, why);
         failures = failures.wrapping_add(1);
         if tx.send(StreamMessage::Reconnecting).await.is_err() {
             return;
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -167,64 +147,121 @@ fn report(failing: &mut bool, why: String) {
     }
 }
 
+/// The event-stream client's HTTP transport: every request goes through
+/// [`MarathonClient::get_following`]. Remembers the URL that finally answered (after a
+/// standby's redirect), which is where REST must go too.
+#[derive(Clone)]
+struct Transport {
+    client: MarathonClient,
+    answered_from: Arc<Mutex<Option<Url>>>,
+}
+
+impl HttpTransport for Transport {
+    fn request(&self, request: Request<Option<Bytes>>) -> ResponseFuture {
+        let this = self.clone();
+        Box::pin(SyncCell::new(async move {
+            let url = Url::parse(&request.uri().to_string()).map_err(TransportError::new)?;
+            let (url, resp) = this
+                .client
+                .get_following(url, request.headers().clone())
+                .await
+                .map_err(TransportError::new)?;
+            *this
+                .answered_from
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(url);
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body: ByteStream = Box::pin(SyncCell::new(
+                resp.bytes_stream().map_err(TransportError::new),
+            ));
+            let mut out = Response::new(body);
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            Ok(out)
+        }))
+    }
+}
+
+/// A future or stream made `Sync` (the transport's contract asks for it; reqwest's are only
+/// `Send`). It is only ever polled through `&mut`, so the lock is never taken.
+struct SyncCell<T>(Mutex<Pin<Box<T>>>);
+
+impl<T> SyncCell<T> {
+    fn new(inner: T) -> Self {
+        Self(Mutex::new(Box::pin(inner)))
+    }
+
+    fn inner(self: Pin<&mut Self>) -> Pin<&mut T> {
+        let cell = self.get_mut().0.get_mut();
+        cell.unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+    }
+}
+
+impl<F: Future> Future for SyncCell<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.inner().poll(cx)
+    }
+}
+
+impl<S: Stream> Stream for SyncCell<S> {
+    type Item = S::Item;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        self.inner().poll_next(cx)
+    }
+}
+
+/// One connection, until it fails or ends: why.
 async fn connect_once(
     client: &MarathonClient,
     url: Url,
-    read_timeout: Duration,
     tx: &mpsc::Sender<StreamMessage>,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
     failing: &mut bool,
-) -> Ended {
-    let base = base_of(&url);
-    if url.scheme() != "http" {
-        return Ended::Failed(format!(
-            "cannot follow Marathon to {base}: https is not supported (no TLS built in)"
-        ));
-    }
-    let transport = match HyperTransport::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .read_timeout(read_timeout)
-        .build_http()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            return Ended::Failed(format!("cannot build the event-stream transport: {e}"));
-        }
+) -> String {
+    let mut base = base_of(&url);
+    let transport = Transport {
+        client: client.clone(),
+        answered_from: Arc::default(),
     };
-    let mut builder = match ClientBuilder::for_url(url.as_str()) {
-        Ok(b) => b.reconnect(ReconnectOptions::reconnect(false).build()),
-        Err(e) => {
-            return Ended::Failed(format!("invalid event-stream URL {base}: {e}"));
-        }
+    let builder = match ClientBuilder::for_url(url.as_str()) {
+        // Redirects are followed by the transport, never by the event-source client.
+        Ok(b) => b
+            .reconnect(ReconnectOptions::reconnect(false).build())
+            .redirect_limit(0),
+        Err(e) => return format!("invalid event-stream URL {base}: {e}"),
     };
-    if let Some(auth) = client.auth() {
-        builder = match builder.header("Authorization", &auth.header_value()) {
-            Ok(b) => b,
-            Err(_) => {
-                return Ended::Failed(
-                    "the Marathon credentials do not form a valid HTTP header".into(),
-                );
-            }
-        };
-    }
-    let sse = builder.build_with_transport(transport);
+    let sse = builder.build_with_transport(transport.clone());
     let mut stream = sse.stream();
     while let Some(item) = stream.next().await {
         match item {
             Ok(SSE::Connected(_)) => {
+                let answered = transport
+                    .answered_from
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(answered) = answered.map(|u| base_of(&u))
+                    && answered != base
+                {
+                    info!("Marathon standby {base} redirected the event stream to {answered}");
+                    base = answered;
+                }
                 debug!("event stream connected to {base}");
                 if tx
                     .send(StreamMessage::Connected(base.clone()))
                     .await
                     .is_err()
                 {
-                    return Ended::Failed("shutting down".into());
+                    return "shutting down".into();
                 }
             }
             Ok(SSE::Event(ev)) => {
                 // Only a stream that delivers counts as healthy: during elections Marathon
                 // answers 200 and closes at once, which must keep backing off.
-                *backoff = BACKOFF_MIN;
+                backoff.reset();
                 if std::mem::take(failing) {
                     info!("event stream to {base} is back");
                 }
@@ -245,39 +282,22 @@ async fn connect_once(
                     }
                 };
                 if tx.send(msg).await.is_err() {
-                    return Ended::Failed("shutting down".into());
+                    return "shutting down".into();
                 }
             }
             Ok(SSE::Comment(_)) => {}
-            Err(SseError::UnexpectedResponse(resp, _)) if (300..400).contains(&resp.status()) => {
-                let location = resp
-                    .get_header_value("location")
-                    .ok()
-                    .flatten()
-                    .and_then(|l| url.join(l).ok());
-                return match location {
-                    Some(l) => Ended::Redirect(l),
-                    None => Ended::Failed(format!(
-                        "{base} answered {} without a Location header",
-                        resp.status()
-                    )),
-                };
-            }
             Err(SseError::UnexpectedResponse(resp, _)) => {
-                return Ended::Failed(format!(
-                    "event stream at {base} answered HTTP {}",
-                    resp.status()
-                ));
+                return format!("event stream at {base} answered HTTP {}", resp.status());
             }
-            Err(SseError::Eof) => {
-                return Ended::Failed(format!("event stream at {base} closed"));
+            Err(SseError::Transport(e)) => {
+                // The client's own error (unreachable, https, too many redirects …).
+                return format!("event stream at {base} failed: {}", e.inner());
             }
-            Err(e) => {
-                return Ended::Failed(format!("event stream at {base} failed: {e}"));
-            }
+            Err(SseError::Eof) => return format!("event stream at {base} closed"),
+            Err(e) => return format!("event stream at {base} failed: {e}"),
         }
     }
-    Ended::Failed(format!("event stream at {base} ended"))
+    format!("event stream at {base} ended")
 }
 
 #[cfg(test)]
