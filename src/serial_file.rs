@@ -3,16 +3,33 @@
 
 use std::path::{Path, PathBuf};
 
-/// Read the last serial; a missing or unreadable file is "none" (logged by the caller).
-pub fn read(path: &Path) -> Result<Option<u32>, String> {
+/// Why the serial file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SerialFileError {
+    #[error("serial file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("serial file {}: not a serial number", path.display())]
+    NotASerial { path: PathBuf },
+}
+
+/// Read the last serial; a missing file is "none".
+pub fn read(path: &Path) -> Result<Option<u32>, SerialFileError> {
     match std::fs::read_to_string(path) {
         Ok(text) => text
             .trim()
             .parse::<u32>()
             .map(Some)
-            .map_err(|_| format!("{}: not a serial number", path.display())),
+            .map_err(|_| SerialFileError::NotASerial {
+                path: path.to_path_buf(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(source) => Err(SerialFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -32,10 +49,10 @@ mod tests {
     fn round_trip_and_missing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("serial");
-        assert_eq!(read(&p), Ok(None));
+        assert!(matches!(read(&p), Ok(None)));
         write(&p, 1_795_000_123).expect("write");
-        assert_eq!(read(&p), Ok(Some(1_795_000_123)));
+        assert!(matches!(read(&p), Ok(Some(1_795_000_123))));
         std::fs::write(&p, "garbage").expect("write");
-        assert!(read(&p).is_err());
+        assert!(matches!(read(&p), Err(SerialFileError::NotASerial { .. })));
     }
 }

@@ -19,6 +19,7 @@ use crate::dns::handler::AnswerOptions;
 use crate::dns::listen::{self, BindError};
 use crate::marathon::client::{self, Auth, ClientConfig, ClientError, MarathonClient};
 use crate::marathon::stream;
+use crate::serial_file::SerialFileError;
 use crate::sync::{SyncConfig, SyncStatus, Syncer};
 use crate::zone::build::{self, SoaTemplate, ZoneConfig};
 use crate::zone::builder::ZoneBuilder;
@@ -137,8 +138,8 @@ pub enum StartError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Bind(#[from] BindError),
-    #[error("serial file {0}")]
-    SerialFile(String),
+    #[error(transparent)]
+    SerialFile(#[from] SerialFileError),
 }
 
 /// A running server.
@@ -223,9 +224,7 @@ pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), Sta
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let last_serial = match &settings.serial_file {
-        Some(path) => crate::serial_file::read(path)
-            .map_err(StartError::SerialFile)?
-            .unwrap_or(0),
+        Some(path) => crate::serial_file::read(path)?.unwrap_or(0),
         None => 0,
     };
     let serial = build::next_serial(last_serial, now);

@@ -7,13 +7,6 @@
 
 use serde::Deserialize;
 
-/// `GET /v2/apps?embed=apps.tasks`.
-#[derive(Debug, Deserialize)]
-pub struct AppsResponse {
-    #[serde(default)]
-    pub apps: Vec<WireApp>,
-}
-
 /// `GET /v2/apps/{id}?embed=app.tasks`.
 #[derive(Debug, Deserialize)]
 pub struct AppResponse {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_proto::serialize::txt::Parser;
+use hickory_proto::serialize::txt::{ParseError, Parser};
 
 use super::build::SoaTemplate;
 
@@ -16,11 +16,11 @@ pub enum ZoneFileError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {message}")]
+    #[error("{path}:{line}: {error}")]
     Parse {
         path: PathBuf,
         line: usize,
-        message: String,
+        error: ParseError,
     },
     #[error("{path}: the zone {origin} has no SOA record")]
     NoSoa { path: PathBuf, origin: String },
@@ -53,10 +53,8 @@ impl StaticZone {
     }
 }
 
-fn parse(text: &str, path: &Path, origin: Option<Name>) -> Result<Vec<Record>, String> {
-    let (_, sets) = Parser::new(text, Some(path.to_path_buf()), origin)
-        .parse()
-        .map_err(|e| e.to_string())?;
+fn parse(text: &str, path: &Path, origin: Option<Name>) -> Result<Vec<Record>, ParseError> {
+    let (_, sets) = Parser::new(text, Some(path.to_path_buf()), origin).parse()?;
     Ok(sets
         .into_values()
         .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>())
@@ -82,7 +80,7 @@ pub fn load(path: &Path) -> Result<StaticZone, ZoneFileError> {
     let origin = origin_from_path(path);
     let records = match parse(&text, path, origin.clone()) {
         Ok(r) => r,
-        Err(message) => {
+        Err(error) => {
             let lines: Vec<&str> = text.lines().collect();
             let good = (0..lines.len())
                 .rev()
@@ -99,7 +97,7 @@ pub fn load(path: &Path) -> Result<StaticZone, ZoneFileError> {
             return Err(ZoneFileError::Parse {
                 path: path.to_path_buf(),
                 line,
-                message,
+                error,
             });
         }
     };
