@@ -7,7 +7,6 @@ use clap::Parser;
 use marathon_dns::config::{Cli, Command, DevArgs, ServeArgs};
 use marathon_dns::server::{self, Settings};
 use marathon_dns::sim::{self, Simulator};
-use marathon_dns::zone::export;
 use tracing_subscriber::EnvFilter;
 
 async fn wait_for_signal() {
@@ -64,15 +63,10 @@ async fn dev(args: &DevArgs) -> Result<()> {
 }
 
 async fn export_zone(args: &ServeArgs) -> Result<()> {
-    let mut s = Settings::from_args(args)?;
-    // Bind nothing public: the export only needs one sync.
-    s.listen = vec![([127, 0, 0, 1], 0).into()];
-    let running = server::start(s).await?;
-    tokio::time::timeout(Duration::from_secs(30), running.wait_synced())
-        .await
-        .context("no answer from Marathon within 30 s")?;
-    print!("{}", export::master_file(&running.store.marathon()));
-    running.shutdown().await;
+    print!(
+        "{}",
+        server::export_once(&Settings::from_args(args)?).await?
+    );
     Ok(())
 }
 

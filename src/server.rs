@@ -12,17 +12,20 @@ use hickory_proto::rr::{Name, RData, Record};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::cluster::Cluster;
 use crate::config::ServeArgs;
 use crate::dns::handler::AnswerOptions;
 use crate::dns::listen::{self, BindError};
 use crate::marathon::client::{self, Auth, ClientConfig, ClientError, MarathonClient};
 use crate::marathon::stream;
+use crate::resolve::HostCache;
 use crate::serial_file::SerialFileError;
 use crate::sync::{SyncConfig, SyncStatus, Syncer};
 use crate::zone::build::{self, SoaTemplate, ZoneConfig};
 use crate::zone::builder::ZoneBuilder;
+use crate::zone::export;
 use crate::zone::snapshot::ZoneSnapshot;
 use crate::zone::store::ZoneStore;
 use crate::zone::zonefile::{self, ZoneFileError};
@@ -255,6 +258,43 @@ pub fn marathon_client(settings: &Settings) -> Result<MarathonClient, StartError
         leader_lookup: settings.leader_lookup,
         request_timeout: Duration::from_secs(10),
     })?)
+}
+
+/// `marathon-dns export`: one sync, then the Marathon zone as an RFC 1035 master file. One
+/// `GET /v2/apps` from the leader (looked up as the server does), agent names resolved as the
+/// server does, the zone built as the sync task builds it; no listener, no event stream.
+pub async fn export_once(settings: &Settings) -> Result<String, StartError> {
+    let (store, cfg) = initial_zones(settings)?;
+    let client = marathon_client(settings)?;
+    let mut fetched = Err(StartError::NoMarathon);
+    for base in client.candidates().await {
+        fetched = client.apps(&base).await.map_err(StartError::from);
+        if fetched.is_ok() {
+            break;
+        }
+    }
+    let (apps, skipped) = fetched?;
+    for s in &skipped {
+        warn!("skipping an app Marathon sent that cannot be parsed: {s}");
+    }
+    let cluster = Cluster {
+        apps: apps.into_iter().map(|a| (a.id.clone(), a)).collect(),
+    };
+    let mut hosts = HostCache::default();
+    hosts
+        .resolve(&build::hosts_to_resolve(
+            cluster.apps.values(),
+            cfg.zone.include_unhealthy,
+        ))
+        .await;
+    let serial = store.marathon().serial();
+    let mut builder = ZoneBuilder::new(cfg.zone, cfg.soa, &cfg.statics, serial);
+    let lookup = |h: &str| hosts.addresses(h);
+    let updated = builder.update(&cluster, cluster.apps.keys(), &lookup);
+    for w in &updated.new_warnings {
+        warn!("{w}");
+    }
+    Ok(export::master_file(&builder.snapshot(serial)))
 }
 
 /// Start serving: DNS answers at once (SOA/NS and static records), Marathon records follow
