@@ -125,7 +125,10 @@ impl Syncer {
     async fn follow(&mut self, mut rx: mpsc::Receiver<StreamMessage>, shutdown: CancellationToken) {
         // Snapshot at once (the stream may be slow to come up), and again on every connect.
         let mut next_resync: Option<Instant> = Some(Instant::now());
-        let mut retry_delay = Duration::from_millis(500);
+        // Failed resyncs are retried with jittered backoff (many instances after an outage
+        // must not hit Marathon in lockstep).
+        let mut retry =
+            crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut flush_at: Option<Instant> = None;
         // Throttle, not debounce: a lone event is published at once; during a burst at most
         // one publish per coalescing window.
@@ -208,7 +211,7 @@ impl Syncer {
                 Some((fetched, fetch_time)) = fetched_rx.recv() => {
                     let replayed = replay.take().unwrap_or_default();
                     if self.finish_resync(fetched, fetch_time, replayed).await {
-                        retry_delay = Duration::from_millis(500);
+                        retry.reset();
                         next_resync = Some(if std::mem::take(&mut self.resync_again) {
                             Instant::now()
                         } else {
@@ -216,8 +219,7 @@ impl Syncer {
                         });
                     } else {
                         // Keep serving the last good zone; try again soon.
-                        next_resync = Some(Instant::now() + retry_delay);
-                        retry_delay = (retry_delay * 2).min(Duration::from_secs(30));
+                        next_resync = Some(Instant::now() + retry.next_delay());
                     }
                 }
                 () = sleep_until(flush_sleep) => {
@@ -535,8 +537,17 @@ impl AppSink for FilterSink {
     }
 }
 
-/// A filtered snapshot, or why Marathon could not be read.
-type Fetched = Result<Snapshot, String>;
+/// Why no full snapshot could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ResyncError {
+    #[error("no Marathon URL answers")]
+    NoMarathon,
+    #[error(transparent)]
+    Marathon(#[from] crate::marathon::client::ClientError),
+}
+
+/// A filtered snapshot, or why Marathon could not be read (the last error).
+type Fetched = Result<Snapshot, ResyncError>;
 
 /// Updates that change more apps than this run on a blocking thread.
 const BLOCKING_BUILD: usize = 1000;
@@ -557,9 +568,9 @@ async fn fetch_snapshot(
             .apps_into(&base, sink)
             .await
             .map(|s| s.snapshot)
-            .map_err(|e| e.to_string())
+            .map_err(ResyncError::from)
     };
-    let mut fetched = Err(String::from("no Marathon URL"));
+    let mut fetched = Err(ResyncError::NoMarathon);
     if let Some(base) = stream_base {
         fetched = fetch(base.clone()).await;
     }

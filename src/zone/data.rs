@@ -200,10 +200,6 @@ impl Node {
             .chunk_by(|a, b| a.rdata.record_type() == b.rdata.record_type())
     }
 
-    pub fn has_records(&self) -> bool {
-        !self.records.is_empty()
-    }
-
     /// Add one reference to a record.
     pub(crate) fn add(&mut self, ttl: u32, rdata: &Rdata) {
         let wanted = (rdata.record_type(), rdata, ttl);
