@@ -74,19 +74,20 @@ pub fn answer(handler: &DnsHandler, packet: &[u8], out: &mut [u8]) -> Option<usi
     } else {
         return None;
     };
-    let limit = usize::from(handler.udp_limit(edns));
+    let limit = handler.udp_limit(edns);
     let query = Query {
         id,
         flags,
         question,
-        edns: edns.map(|_| handler.udp_limit(edns)),
+        // The OPT record advertises the size this answer was cut to.
+        edns: edns.map(|_| limit),
     };
     handler.zones().with_zone(qname, |zone| {
         let plan = answer::plan(zone, qname, qtype, qclass, id);
         if !encode::plain_rcode(plan.rcode) || !encode::supported(&plan) {
             return None;
         }
-        encode::response(out, limit, &query, &plan)
+        encode::response(out, usize::from(limit), &query, &plan)
     })
 }
 

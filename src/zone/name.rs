@@ -93,16 +93,6 @@ pub fn is_within(name: &[u8], origin: &[u8]) -> bool {
     label_starts(name).any(|s| s == cut) || cut == 0
 }
 
-/// Number of labels (the root label excluded).
-pub fn num_labels(wire: &[u8]) -> usize {
-    label_starts(wire).count()
-}
-
-/// Render for messages: `web.prod.marathon.local.`.
-pub fn display(wire: &[u8]) -> String {
-    to_name(wire).to_ascii()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,10 +116,10 @@ mod tests {
             &origin
         ));
         assert_eq!(
-            parent(&w).map(display).as_deref(),
+            parent(&w).map(|p| to_name(p).to_ascii()).as_deref(),
             Some("prod.marathon.local.")
         );
-        assert_eq!(num_labels(&w), 4);
+        assert_eq!(label_starts(&w).count(), 4);
         assert_eq!(parse_ascii("").as_deref(), Some(&[0u8][..]));
         assert_eq!(parse_ascii("a..b"), None);
     }

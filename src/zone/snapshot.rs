@@ -174,11 +174,6 @@ impl ZoneSnapshot {
         name::is_within(name, &self.origin)
     }
 
-    /// The node at `name` (lower-cased wire form).
-    pub fn node(&self, name: &[u8]) -> Option<&super::data::Node> {
-        self.nodes.get(name)
-    }
-
     /// Look `name`/`rtype` up. `name` must be lower-cased wire form inside the zone
     /// ([`Self::contains`]).
     ///
