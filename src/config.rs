@@ -166,6 +166,10 @@ pub struct DevArgs {
     /// Directory of static zone files.
     #[arg(long, default_value = DEFAULT_ZONES_DIR)]
     pub zones_dir: PathBuf,
+
+    /// UDP worker threads per listen address (default: one per core; 0: hickory's UDP loop).
+    #[arg(long)]
+    pub udp_workers: Option<usize>,
 }
 
 #[cfg(test)]

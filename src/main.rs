@@ -38,6 +38,9 @@ async fn dev(args: &DevArgs) -> Result<()> {
     let mut settings = Settings::new(vec![sim.url()]);
     settings.listen = args.listen.clone();
     settings.zones_dir = args.zones_dir.clone();
+    if let Some(n) = args.udp_workers {
+        settings.udp_workers = n;
+    }
     let running = server::start(settings).await?;
     running.wait_synced().await;
     let addr = running.udp.first().context("no listen address")?;

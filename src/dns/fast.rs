@@ -137,6 +137,7 @@ impl UdpWorkers {
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
+        let wildcard = addr.ip().is_unspecified();
         for i in 0..workers.max(1) {
             let socket = Arc::new(bind(addr)?);
             let handler = handler.clone();
@@ -145,7 +146,7 @@ impl UdpWorkers {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("dns-udp-{i}"))
-                    .spawn(move || serve(&socket, &handler, &runtime, &stop))?,
+                    .spawn(move || serve(&socket, wildcard, &handler, &runtime, &stop))?,
             );
         }
         Ok(Self { stop, threads })
@@ -164,12 +165,15 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol as Proto, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Proto::UDP))?;
     socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
+    // `[::]` stays dual-stack like the TCP listener beside it (the system's default).
     socket.bind(&addr.into())?;
     let socket: UdpSocket = socket.into();
     socket.set_read_timeout(Some(POLL))?;
+    // A wildcard socket learns each query's destination, to answer from it.
+    #[cfg(target_os = "linux")]
+    if addr.ip().is_unspecified() {
+        super::batch::want_destination(&socket, addr.is_ipv6())?;
+    }
     Ok(socket)
 }
 
@@ -178,11 +182,12 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
 #[cfg(target_os = "linux")]
 fn serve(
     socket: &Arc<UdpSocket>,
+    wildcard: bool,
     handler: &Arc<DnsHandler>,
     runtime: &tokio::runtime::Handle,
     stop: &AtomicBool,
 ) {
-    let mut batch = super::batch::Batch::new();
+    let mut batch = super::batch::Batch::new(wildcard);
     while !stop.load(Ordering::Acquire) {
         let n = match batch.receive(socket) {
             Ok(n) => n,
@@ -199,7 +204,8 @@ fn serve(
                 Some(len) => batch.stage(i, len),
                 None => {
                     if let (Some(query), Some(src)) = (batch.packet(i), batch.source(i)) {
-                        slow(socket, handler, runtime, query, src);
+                        let from = batch.local(i);
+                        slow(socket, handler, runtime, query, src, from);
                     }
                 }
             }
@@ -212,6 +218,7 @@ fn serve(
 #[cfg(not(target_os = "linux"))]
 fn serve(
     socket: &Arc<UdpSocket>,
+    _wildcard: bool,
     handler: &Arc<DnsHandler>,
     runtime: &tokio::runtime::Handle,
     stop: &AtomicBool,
@@ -233,7 +240,7 @@ fn serve(
                     debug!("UDP send to {src} failed: {e}");
                 }
             }
-            None => slow(socket, handler, runtime, query, src),
+            None => slow(socket, handler, runtime, query, src, None),
         }
     }
 }
@@ -249,6 +256,22 @@ fn receive_error(e: &io::Error) {
     }
 }
 
+/// Where a wildcard socket's datagram was sent (its reply must come from there).
+#[cfg(target_os = "linux")]
+use super::batch::Local;
+#[cfg(not(target_os = "linux"))]
+type Local = std::convert::Infallible;
+
+#[cfg(target_os = "linux")]
+fn send(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr, from: Option<Local>) -> io::Result<()> {
+    super::batch::send_one(socket, bytes, dst, from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr, _from: Option<Local>) -> io::Result<()> {
+    socket.send_to(bytes, dst).map(|_| ())
+}
+
 /// hickory's way with a datagram, as its own UDP server would: drop anything shorter than a
 /// header or any response, FORMERR for a header with an undecodable body, else the handler.
 fn slow(
@@ -257,10 +280,12 @@ fn slow(
     runtime: &tokio::runtime::Handle,
     query: &[u8],
     src: SocketAddr,
+    from: Option<Local>,
 ) {
     let reply = UdpReply {
         socket: socket.clone(),
         dst: src,
+        from,
     };
     let mut decoder = BinDecoder::new(query);
     let Ok(header) = Header::read(&mut decoder) else {
@@ -290,6 +315,8 @@ fn slow(
 struct UdpReply {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
+    /// The address the query was sent to, for a wildcard socket's reply.
+    from: Option<Local>,
 }
 
 #[async_trait::async_trait]
@@ -331,9 +358,7 @@ impl ResponseHandler for UdpReply {
                 ResponseInfo::from(header)
             }
         };
-        self.socket
-            .send_to(&bytes, self.dst)
-            .map_err(NetError::from)?;
+        send(&self.socket, &bytes, self.dst, self.from).map_err(NetError::from)?;
         Ok(info)
     }
 }

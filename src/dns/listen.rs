@@ -38,9 +38,9 @@ impl DnsServer {
     }
 }
 
-/// Bind UDP and TCP on each address. Binding the specific address (not a wildcard) matters:
-/// replies then leave from the address the client sent to, which connected-UDP clients such
-/// as HAProxy require.
+/// Bind UDP and TCP on each address. Replies must leave from the address the client sent to
+/// (connected-UDP clients such as HAProxy drop anything else): on a wildcard address the UDP
+/// workers see each query's destination and answer from it.
 ///
 /// UDP is served by `udp_workers` fast-path threads per address (`SO_REUSEPORT`); with 0,
 /// hickory's own UDP server answers instead (the reference the fast path is tested against).
@@ -57,7 +57,10 @@ pub async fn serve(
     let mut tcp = Vec::new();
     let mut workers = Vec::new();
     for addr in listen {
-        if addr.ip().is_unspecified() {
+        // The UDP workers answer a wildcard socket's queries from the address they came to
+        // (IP_PKTINFO); hickory's own UDP loop cannot.
+        let answers_from_destination = cfg!(target_os = "linux") && udp_workers > 0;
+        if addr.ip().is_unspecified() && !answers_from_destination {
             tracing::warn!(
                 "listening on {addr}: UDP replies may leave from another local address than the \
                  client sent to, which connected-UDP clients (HAProxy) never receive; prefer \
