@@ -168,6 +168,20 @@ pub struct App {
     pub tasks: Tasks,
 }
 
+/// An app's definition as a load balancer needs it: its ports with their service ports, its
+/// desired instance count and its labels. Read only by `haproxy-config`, never kept by the
+/// DNS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceApp {
+    pub id: AppId,
+    /// The ports in Marathon's order, as the DNS naming rules see them.
+    pub ports: Vec<PortSpec>,
+    /// The service port of each port (`None` or 0: none assigned).
+    pub service_ports: Vec<Option<u16>>,
+    pub instances: u32,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 /// A 64-bit key for an app id (fingerprint maps need no copy of the id).
 pub fn id_key(id: &str) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault};

@@ -49,6 +49,54 @@ pub enum Command {
     Dev(DevArgs),
     /// Sync once from Marathon and print the zone as an RFC 1035 master file.
     Export(ServeArgs),
+    /// Print a per-host HAProxy configuration from Marathon's app definitions: a frontend on
+    /// each service port, a backend following the port's SRV name (docs/haproxy.md).
+    HaproxyConfig(HaproxyArgs),
+}
+
+/// `marathon-dns haproxy-config`.
+#[derive(Debug, Clone, Args)]
+pub struct HaproxyArgs {
+    /// Marathon (`--marathon`, credentials, `--zone`, `--stream-timeout`) as for the server.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// marathon-dns as HAProxy should ask it, `ADDR:PORT` or `tcp@ADDR:PORT`; repeatable.
+    #[arg(long = "nameserver", default_value = DEFAULT_LISTEN, value_parser = parse_nameserver)]
+    pub nameservers: Vec<String>,
+
+    /// Address the frontends listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: String,
+
+    /// Port of the shared HTTP frontend for virtual hosts and paths.
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+
+    /// Only apps whose HAPROXY_GROUP label is this.
+    #[arg(long)]
+    pub group: Option<String>,
+
+    /// Write here (atomically) instead of stdout.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+
+    /// Keep --output up to date: follow Marathon's event stream and rewrite the file when the
+    /// configuration changes (never for task starts, kills or moves).
+    #[arg(long, requires = "output")]
+    pub watch: bool,
+
+    /// Command run (`sh -c`) after each rewrite in --watch mode, e.g. a HAProxy reload.
+    #[arg(long, requires = "watch")]
+    pub reload_cmd: Option<String>,
+}
+
+/// `ADDR:PORT` or `tcp@ADDR:PORT`.
+pub fn parse_nameserver(s: &str) -> Result<String, String> {
+    let addr = s.strip_prefix("tcp@").unwrap_or(s);
+    addr.parse::<SocketAddr>()
+        .map(|_| s.to_string())
+        .map_err(|_| format!("invalid nameserver {s:?}: expected ADDR:PORT or tcp@ADDR:PORT"))
 }
 
 /// Settings shared by `serve`, `dev` and `export`.

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod cluster;
 pub mod config;
 pub mod dns;
+pub mod haproxy;
 pub mod marathon;
 pub mod naming;
 pub mod resolve;

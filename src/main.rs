@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use marathon_dns::config::{Cli, Command, DevArgs, ServeArgs};
+use marathon_dns::config::{Cli, Command, DevArgs, HaproxyArgs, ServeArgs};
+use marathon_dns::haproxy::RenderOptions;
+use marathon_dns::haproxy::generate::{self, GenerateOptions};
 use marathon_dns::server::{self, Settings};
 use marathon_dns::sim::{self, Simulator};
 use tracing_subscriber::EnvFilter;
@@ -65,6 +67,39 @@ async fn dev(args: &DevArgs) -> Result<()> {
     Ok(())
 }
 
+async fn haproxy_config(args: &HaproxyArgs) -> Result<()> {
+    let settings = Settings::from_args(&args.serve)?;
+    let client = server::marathon_client(&settings)?;
+    let opts = GenerateOptions {
+        render: RenderOptions {
+            nameservers: args.nameservers.clone(),
+            bind_address: args.bind_address.clone(),
+            http_port: args.http_port,
+            group: args.group.clone(),
+            zone: settings.zone.clone(),
+        },
+        output: args.output.clone(),
+        reload_cmd: args.reload_cmd.clone(),
+        stream_timeout: settings.stream_timeout,
+    };
+    if args.watch {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        });
+        generate::watch(client, opts, shutdown).await?;
+        return Ok(());
+    }
+    let text = generate::once(&client, &opts.render).await?;
+    match &opts.output {
+        Some(path) => generate::write_atomically(path, &text)?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
 async fn export_zone(args: &ServeArgs) -> Result<()> {
     print!(
         "{}",
@@ -97,6 +132,7 @@ async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Some(Command::Dev(args)) => dev(args).await,
         Some(Command::Export(args)) => export_zone(args).await,
+        Some(Command::HaproxyConfig(args)) => haproxy_config(args).await,
         Some(Command::Serve(args)) => serve(args).await,
         None => serve(&cli.serve).await,
     }

@@ -13,7 +13,7 @@ use base64::Engine;
 use reqwest::{StatusCode, Url, header};
 
 use super::convert::{self, AppSink, CollectApps, DecodeError};
-use crate::cluster::App;
+use crate::cluster::{App, ServiceApp};
 
 /// How to authenticate to Marathon.
 #[derive(Clone, PartialEq, Eq)]
@@ -330,6 +330,19 @@ impl MarathonClient {
             }
         }
         self.cfg.urls.clone()
+    }
+
+    /// `GET /v2/apps`: every app's definition (no tasks), for a load balancer.
+    pub async fn service_apps(
+        &self,
+        base: &Url,
+    ) -> Result<(Vec<ServiceApp>, Vec<String>), ClientError> {
+        let url = Self::join(base, "v2/apps")?;
+        let body = self.get(url.clone()).await?;
+        convert::service_apps_response(&body).map_err(|source| ClientError::Decode {
+            url: url.to_string(),
+            source,
+        })
     }
 
     /// `GET /v2/apps?embed=apps.tasks`: every app with its tasks and health results.

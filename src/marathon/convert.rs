@@ -4,7 +4,8 @@ use std::net::IpAddr;
 
 use super::wire::{self, WireApp, WireIp, WirePortMapping, WireTask};
 use crate::cluster::{
-    App, AppId, ClusterEvent, InstanceKey, Network, PortSpec, Proto, Task, TaskPhase, TaskState,
+    App, AppId, ClusterEvent, InstanceKey, Network, PortSpec, Proto, ServiceApp, Task, TaskPhase,
+    TaskState,
 };
 
 /// Why a payload could not be used.
@@ -386,6 +387,71 @@ pub fn app(w: &WireApp) -> App {
             .map(task)
             .collect(),
     }
+}
+
+/// An app's definition for a load balancer: ports with service ports, instances, labels
+/// (label values that are not strings are skipped).
+pub fn service_app(w: &WireApp) -> ServiceApp {
+    let network = network_of(w);
+    let ports = port_specs(w, network);
+    let raw: Vec<Option<u32>> = match network {
+        Network::Host => match &w.port_definitions {
+            Some(defs) => defs.iter().map(|d| d.port).collect(),
+            None => w
+                .ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|p| Some(*p))
+                .collect(),
+        },
+        Network::Bridge | Network::Container => port_mappings(w)
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.service_port)
+            .collect(),
+    };
+    let service_ports: Vec<Option<u16>> = raw
+        .into_iter()
+        .map(|p| p.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0))
+        .collect();
+    ServiceApp {
+        id: normalize_id(&w.id),
+        service_ports: (0..ports.len())
+            .map(|i| service_ports.get(i).copied().flatten())
+            .collect(),
+        ports,
+        instances: w.instances.unwrap_or(0),
+        labels: w
+            .labels
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect(),
+    }
+}
+
+/// Parse `GET /v2/apps` (definitions only) for a load balancer; apps that fail to parse are
+/// skipped with their error.
+pub fn service_apps_response(body: &str) -> Result<(Vec<ServiceApp>, Vec<String>), DecodeError> {
+    #[derive(serde::Deserialize)]
+    struct Loose<'a> {
+        #[serde(borrow)]
+        apps: Vec<&'a serde_json::value::RawValue>,
+    }
+    let loose: Loose<'_> = serde_json::from_str(body).map_err(|source| DecodeError::Json {
+        what: "/v2/apps".to_string(),
+        source,
+    })?;
+    let mut apps = Vec::with_capacity(loose.apps.len());
+    let mut skipped = Vec::new();
+    for raw in loose.apps {
+        match serde_json::from_str::<WireApp>(raw.get()) {
+            Ok(w) => apps.push(service_app(&w)),
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    Ok((apps, skipped))
 }
 
 /// Where the apps of a `/v2/apps` snapshot go, one at a time as they are parsed.

@@ -41,6 +41,12 @@ pub struct WireApp {
     pub health_checks: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     pub tasks: Option<Vec<WireTask>>,
+    /// Free-form `string → string`; marathon-lb's `HAPROXY_*` labels live here.
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// Desired number of instances.
+    #[serde(default)]
+    pub instances: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +93,9 @@ pub struct WireDocker {
 pub struct WirePortMapping {
     #[serde(default)]
     pub container_port: Option<u32>,
+    /// The port a load balancer exposes the app on (10000–20000 when Marathon picks it).
+    #[serde(default)]
+    pub service_port: Option<u32>,
     #[serde(default)]
     pub host_port: Option<u32>,
     #[serde(default)]

@@ -34,6 +34,8 @@ pub(crate) enum Broadcast {
 pub(crate) struct Cluster {
     pub apps: BTreeMap<String, SimApp>,
     pub tasks: BTreeMap<String, SimTask>,
+    /// The next service port to hand out.
+    pub next_service_port: u16,
 }
 
 /// Behaviour switches, per simulated Marathon.
@@ -223,11 +225,28 @@ impl Simulator {
     }
 
     /// Define an app (as `POST /v2/apps` would): emits `api_post_event`.
-    pub fn add_app(&self, app: SimApp) {
+    pub fn add_app(&self, mut app: SimApp) {
+        {
+            let mut cluster = lock(&self.node.shared.cluster);
+            // Service ports are Marathon's to assign, once per app port, and they stay.
+            let old = cluster.apps.get(&app.id).map(|a| a.ports.clone());
+            for (i, port) in app.ports.iter_mut().enumerate() {
+                if port.service_port == 0 {
+                    port.service_port = old
+                        .as_ref()
+                        .and_then(|o| o.get(i))
+                        .map(|p| p.service_port)
+                        .filter(|p| *p != 0)
+                        .unwrap_or_else(|| {
+                            let n = cluster.next_service_port.max(10_000);
+                            cluster.next_service_port = n + 1;
+                            n
+                        });
+                }
+            }
+            cluster.apps.insert(app.id.clone(), app.clone());
+        }
         let def = app.definition_json();
-        lock(&self.node.shared.cluster)
-            .apps
-            .insert(app.id.clone(), app.clone());
         self.emit(
             "api_post_event",
             json!({"clientIp": "127.0.0.1", "uri": format!("/v2/apps{}", app.id), "appDefinition": def,

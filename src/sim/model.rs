@@ -21,6 +21,8 @@ pub struct SimPort {
     pub protocol: String,
     /// Container port (bridge and container networking).
     pub container_port: u16,
+    /// Service port; 0 until the simulator assigns one (from 10000 up, as Marathon does).
+    pub service_port: u16,
 }
 
 impl SimPort {
@@ -29,6 +31,7 @@ impl SimPort {
             name: name.map(str::to_string),
             protocol: "tcp".into(),
             container_port,
+            service_port: 0,
         }
     }
     pub fn with_protocol(mut self, protocol: &str) -> Self {
@@ -46,6 +49,9 @@ pub struct SimApp {
     /// Number of Marathon HTTP health checks.
     pub health_checks: usize,
     pub version: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Desired instances; `None`: as many as there are tasks.
+    pub instances: Option<u32>,
 }
 
 impl SimApp {
@@ -56,7 +62,17 @@ impl SimApp {
             ports,
             health_checks: 0,
             version: "2026-11-27T00:00:00.000Z".into(),
+            labels: Default::default(),
+            instances: None,
         }
+    }
+    pub fn with_label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+    pub fn with_instances(mut self, n: u32) -> Self {
+        self.instances = Some(n);
+        self
     }
     pub fn with_health_checks(mut self, n: usize) -> Self {
         self.health_checks = n;
@@ -142,8 +158,9 @@ impl SimApp {
     /// The app definition (Marathon 1.5+ RAML shape).
     pub fn definition_json(&self) -> Value {
         let mut app = json!({
-            "id": self.id, "cmd": "sleep 1000", "cpus": 0.1, "mem": 32, "disk": 0, "instances": 1,
-            "labels": {}, "version": self.version, "requirePorts": false,
+            "id": self.id, "cmd": "sleep 1000", "cpus": 0.1, "mem": 32, "disk": 0,
+            "instances": self.instances.unwrap_or(1),
+            "labels": self.labels, "version": self.version, "requirePorts": false,
             "versionInfo": {"lastScalingAt": self.version, "lastConfigChangeAt": self.version},
             "upgradeStrategy": {"maximumOverCapacity": 1, "minimumHealthCapacity": 1},
             "killSelection": "YOUNGEST_FIRST",
@@ -164,7 +181,7 @@ impl SimApp {
                     self.ports
                         .iter()
                         .map(|p| {
-                            let mut d = json!({"port": 0, "protocol": p.protocol, "labels": {}});
+                            let mut d = json!({"port": p.service_port, "protocol": p.protocol, "labels": {}});
                             if let Some(n) = &p.name {
                                 d["name"] = json!(n);
                             }
@@ -183,7 +200,7 @@ impl SimApp {
                     .ports
                     .iter()
                     .map(|p| {
-                        let mut m = json!({"containerPort": p.container_port, "servicePort": 10000,
+                        let mut m = json!({"containerPort": p.container_port, "servicePort": p.service_port,
                                            "protocol": p.protocol, "labels": {}});
                         if self.network == SimNetwork::Bridge {
                             m["hostPort"] = json!(0);
@@ -210,7 +227,7 @@ impl SimApp {
             .iter()
             .filter(|t| !t.health.is_empty() && t.health.iter().all(|h| *h))
             .count();
-        app["instances"] = json!(tasks.len());
+        app["instances"] = json!(self.instances.unwrap_or(tasks.len() as u32));
         app["tasksStaged"] = json!(0);
         app["tasksRunning"] = json!(running);
         app["tasksHealthy"] = json!(healthy);
