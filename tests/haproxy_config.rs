@@ -59,7 +59,6 @@ async fn generate(sim: &Simulator, extra: &[&str]) -> String {
     tokio::task::spawn_blocking(move || {
         let out = Command::new(BIN)
             .args(["haproxy-config", "--marathon", &url])
-            .args(["--nameserver", "127.0.0.1:8053", "--http-port", "18080"])
             .args(&extra)
             .output()
             .expect("haproxy-config runs");
@@ -78,7 +77,8 @@ async fn generate(sim: &Simulator, extra: &[&str]) -> String {
 async fn generated_config_follows_service_ports_and_labels_and_is_valid() {
     let sim = Simulator::start().await.expect("sim");
     cluster(&sim);
-    let text = generate(&sim, &[]).await;
+    const ARGS: &[&str] = &["--nameserver", "127.0.0.1:8053", "--http-port", "18080"];
+    let text = generate(&sim, ARGS).await;
     // Service ports are Marathon's: /prod/web got 10000 and 10001, /prod/api 10002.
     for line in [
         "bind 127.0.0.1:10000",
@@ -97,11 +97,18 @@ async fn generated_config_follows_service_ports_and_labels_and_is_valid() {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
     // Deterministic: same state, same bytes.
-    assert_eq!(text, generate(&sim, &[]).await);
+    assert_eq!(text, generate(&sim, ARGS).await);
     // --group keeps only that group.
     let grouped = generate(
         &sim,
-        &["--group", "internal", "--nameserver", "tcp@127.0.0.1:8053"],
+        &[
+            "--group",
+            "internal",
+            "--nameserver",
+            "tcp@127.0.0.1:8053",
+            "--http-port",
+            "18080",
+        ],
     )
     .await;
     assert!(grouped.contains("_db._tcp.internal.marathon.local"));
@@ -193,4 +200,112 @@ async fn watch_reloads_for_definitions_never_for_tasks() {
         "one reload at start, one for the new app, none for 100 task events"
     );
     println!("100 task events: 0 reloads; a new app: 1 reload");
+}
+
+/// Prints HAProxy's log and the configuration if the test fails.
+struct ShowOnFailure<'a>(&'a Path, &'a str);
+
+impl Drop for ShowOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "configuration:\n{}\nHAProxy log:\n{}",
+                self.1,
+                std::fs::read_to_string(self.0).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// HAProxy running a generated configuration, killed on drop.
+struct Haproxy(Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The generated configuration with the real HAProxy and marathon-dns: traffic reaches every
+/// task through the app's service port and through its virtual host on the shared HTTP
+/// frontend, and a killed task leaves rotation without any reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_config_routes_through_service_ports_and_virtual_hosts() {
+    let Some(haproxy) = require_program("haproxy", "haproxy") else {
+        return;
+    };
+    let sim = Simulator::start().await.expect("sim");
+    let (service_port, http_port) = (free_port(), free_port());
+    let mut http = SimPort::tcp(Some("http"), 0);
+    http.service_port = service_port;
+    sim.add_app(
+        SimApp::new("/prod/web", SimNetwork::Host, vec![http])
+            .with_instances(2)
+            .with_label("HAPROXY_0_VHOST", "web.example.com"),
+    );
+    let backends = [http_backend().await, http_backend().await];
+    let mut tasks = Vec::new();
+    for port in backends {
+        tasks.push(
+            sim.start_task_with_ports("/prod/web", "127.0.0.1", &[], Some(vec![port]))
+                .expect("task"),
+        );
+    }
+    let running = start_against(&sim, |_| {}).await;
+    let dns = running.udp[0].to_string();
+    let text = generate(
+        &sim,
+        &["--nameserver", &dns, "--http-port", &http_port.to_string()],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg, &text).expect("write");
+    let _haproxy = Haproxy(
+        Command::new(&haproxy)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("haproxy.log")).expect("log"))
+            .spawn()
+            .expect("haproxy starts"),
+    );
+    let want: std::collections::BTreeSet<u16> = backends.into_iter().collect();
+    let log = dir.path().join("haproxy.log");
+    let _show = ShowOnFailure(&log, &text);
+    let took = eventually("both tasks behind the service port", || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            seen.extend(served_by(service_port, "anything").await);
+        }
+        seen == want
+    })
+    .await;
+    println!("service port: both tasks in rotation {took:?} after HAProxy started");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        seen.extend(served_by(http_port, "web.example.com").await);
+    }
+    assert_eq!(seen, want, "the virtual host reaches every task");
+    assert_eq!(
+        served_by(http_port, "other.example.com").await,
+        None,
+        "another host name is not routed"
+    );
+    // A task killed in Marathon leaves rotation through DNS (hold obsolete 5 s), no reload.
+    sim.kill_task(&tasks[0]);
+    let took = eventually("the killed task out of rotation", || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            seen.extend(served_by(service_port, "x").await);
+        }
+        seen == std::collections::BTreeSet::from([backends[1]])
+    })
+    .await;
+    println!(
+        "killed task out of rotation after {took:?} (hold obsolete 5 s + timeout resolve 1 s)"
+    );
+    running.shutdown().await;
 }

@@ -154,8 +154,10 @@ pub fn render(apps: &[ServiceApp], opts: &RenderOptions) -> String {
          # It changes only when apps, service ports, instance counts or HAPROXY_* labels change:\n\
          # task starts, kills and moves reach HAProxy through DNS (server-template over SRV)."
     );
+    // No maxconn in `global`: HAProxy derives it from the file-descriptor limit it gets,
+    // while a fixed value can exceed that limit and stop HAProxy from starting.
     out.push_str(
-        "global\n    maxconn 20000\n\n\
+        "global\n\n\
          defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    \
          timeout server 60s\n    timeout http-request 10s\n\n",
     );

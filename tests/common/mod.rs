@@ -464,3 +464,43 @@ pub fn conformance_set(zone: &marathon_dns::zone::ZoneSnapshot, sim: &Simulator)
     }
     ConformanceSet { queries, idle }
 }
+
+/// An HTTP backend on an ephemeral loopback port that answers `served-by <port>`.
+pub async fn http_backend() -> u16 {
+    use tokio::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let body = format!("served-by {port}");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// One HTTP request to a local port with this Host header: the backend port that served it
+/// (`None`: no answer, or not from a backend, e.g. HAProxy's 503).
+pub async fn served_by(port: u16, host: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    out.split("served-by ").nth(1)?.trim().parse().ok()
+}
