@@ -262,8 +262,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ports_become_frontends_on_their_service_ports_with_srv_backends() {
+    fn web() -> ServiceApp {
         let mut web = app(
             "/prod/web",
             &[
@@ -277,10 +276,13 @@ mod tests {
             "HAPROXY_0_VHOST".into(),
             "Web.Example.com, www.example.com".into(),
         );
-        let text = render(
-            &[web, app("/api", &[(None, &[Proto::Tcp], Some(10010))])],
-            &opts(),
-        );
+        web
+    }
+
+    #[test]
+    fn ports_become_frontends_on_their_service_ports_with_srv_backends() {
+        let api = || app("/api", &[(None, &[Proto::Tcp], Some(10010))]);
+        let text = render(&[web(), api()], &opts());
         assert!(text.contains("bind 127.0.0.1:10001"));
         assert!(
             text.contains(
@@ -296,26 +298,7 @@ mod tests {
         ));
         assert!(text.contains("bind 127.0.0.1:80\n    mode http"));
         // Same definitions, same bytes, whatever their order.
-        let again = render(
-            &[app("/api", &[(None, &[Proto::Tcp], Some(10010))]), {
-                let mut w = app(
-                    "/prod/web",
-                    &[
-                        (Some("http"), &[Proto::Tcp], Some(10001)),
-                        (None, &[Proto::Tcp], Some(10002)),
-                        (None, &[Proto::Udp], Some(10003)),
-                        (None, &[Proto::Tcp], None),
-                    ],
-                );
-                w.labels.insert(
-                    "HAPROXY_0_VHOST".into(),
-                    "Web.Example.com, www.example.com".into(),
-                );
-                w
-            }],
-            &opts(),
-        );
-        assert_eq!(text, again);
+        assert_eq!(text, render(&[api(), web()], &opts()));
     }
 
     #[test]
