@@ -320,3 +320,31 @@ fn placeholders_are_found() {
         Some("@MARATHON_DNS_PORT@")
     );
 }
+
+/// `docs/resolvers.md` shows every example file verbatim: what users read is what runs here.
+#[test]
+fn the_docs_show_the_example_files_verbatim() {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/resolvers.md"),
+    )
+    .expect("docs/resolvers.md");
+    let mut shown = Vec::new();
+    for entry in std::fs::read_dir(examples_dir()).expect("examples") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("example file");
+        let block = format!("```\n{}\n```", text.trim_end());
+        assert!(
+            doc.contains(&block),
+            "docs/resolvers.md does not show {} verbatim",
+            path.display()
+        );
+        shown.push(
+            path.file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    shown.sort();
+    assert_eq!(shown, ["dnsmasq.conf", "named.conf", "unbound.conf"]);
+}
