@@ -160,6 +160,31 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// Poll `check` every `every` until it holds or `limit` has passed (then panic); returns how
+/// long it took. For peers with their own caches (resolvers), where the bound is a TTL plus
+/// slack rather than [`TIMEOUT`].
+pub async fn eventually_within<F, Fut>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut check: F,
+) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        if start.elapsed() >= limit {
+            panic!("not within {limit:?}: {what}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// The TYPE of every resource record in a raw message, section by section, in wire order
 /// (answer, authority, additional). Written by hand so that order is what was sent.
 pub fn rr_types_in_order(raw: &[u8]) -> [Vec<u16>; 3] {
