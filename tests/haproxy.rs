@@ -383,7 +383,9 @@ async fn run_example(
         _dir: dir,
     };
     within("admin socket answers", Duration::from_secs(10), || async {
-        admin(&example.sock, "show info").await.contains("Name: HAProxy")
+        admin(&example.sock, "show info")
+            .await
+            .contains("Name: HAProxy")
     })
     .await;
     example
@@ -601,11 +603,16 @@ async fn example_follows_starts_kills_moves_and_health() {
 
     // Round robin over every task: 3 requests each out of 9.
     let all = ports(&tasks);
-    within("every task UP in HAProxy", Duration::from_secs(15), || async {
-        up(&hp.sock).await == all
-    })
+    within(
+        "every task UP in HAProxy",
+        Duration::from_secs(15),
+        || async { up(&hp.sock).await == all },
+    )
     .await;
-    println!("haproxy.cfg: HAProxy start -> 3 tasks UP in {}", secs(started.elapsed()));
+    println!(
+        "haproxy.cfg: HAProxy start -> 3 tasks UP in {}",
+        secs(started.elapsed())
+    );
     let expect: BTreeMap<Option<u16>, usize> = all.iter().map(|p| (Some(*p), 3)).collect();
     assert_eq!(spread(hp.frontend, 9).await, expect, "round robin");
 
@@ -618,14 +625,18 @@ async fn example_follows_starts_kills_moves_and_health() {
     );
     let t0 = Instant::now();
     sim.set_health(&fresh, true);
-    within("healthy new task in rotation", Duration::from_secs(10), || async {
-        up(&hp.sock).await.contains(&fresh_port)
-    })
+    within(
+        "healthy new task in rotation",
+        Duration::from_secs(10),
+        || async { up(&hp.sock).await.contains(&fresh_port) },
+    )
     .await;
     let start_took = t0.elapsed();
-    within("healthy new task serves", Duration::from_secs(5), || async {
-        spread(hp.frontend, 4).await.contains_key(&Some(fresh_port))
-    })
+    within(
+        "healthy new task serves",
+        Duration::from_secs(5),
+        || async { spread(hp.frontend, 4).await.contains_key(&Some(fresh_port)) },
+    )
     .await;
     println!(
         "task start (health check passes) -> UP in HAProxy {}, serving {}",
@@ -657,7 +668,11 @@ async fn example_follows_starts_kills_moves_and_health() {
     let rest = ports(&tasks);
     assert_eq!(in_dns(&hp.sock).await, rest);
     let expect: BTreeMap<Option<u16>, usize> = rest.iter().map(|p| (Some(*p), 3)).collect();
-    assert_eq!(spread(hp.frontend, 6).await, expect, "round robin after kill");
+    assert_eq!(
+        spread(hp.frontend, 6).await,
+        expect,
+        "round robin after kill"
+    );
 
     // Move: Marathon restarts the task elsewhere (new task, new host port), the old one dies.
     let (old, old_port) = tasks.remove(0);
@@ -679,18 +694,30 @@ async fn example_follows_starts_kills_moves_and_health() {
     );
     tasks.push((moved, moved_port));
     let now = ports(&tasks);
-    within("traffic on the moved set", Duration::from_secs(5), || async {
-        spread(hp.frontend, 2 * now.len())
-            .await
-            .into_keys()
-            .collect::<BTreeSet<_>>()
-            == now.iter().map(|p| Some(*p)).collect()
-    })
+    within(
+        "traffic on the moved set",
+        Duration::from_secs(5),
+        || async {
+            spread(hp.frontend, 2 * now.len())
+                .await
+                .into_keys()
+                .collect::<BTreeSet<_>>()
+                == now.iter().map(|p| Some(*p)).collect()
+        },
+    )
     .await;
 
     // Every answer was valid and complete.
     let c = resolver_counters(&hp.sock).await;
-    for name in ["invalid", "too_big", "truncated", "nx", "refused", "other", "cname_error"] {
+    for name in [
+        "invalid",
+        "too_big",
+        "truncated",
+        "nx",
+        "refused",
+        "other",
+        "cname_error",
+    ] {
         assert_eq!(counter_sum(&c, name), 0, "{name}: {c:?}");
     }
     assert!(counter_sum(&c, "valid") > 0, "{c:?}");
@@ -705,7 +732,11 @@ async fn example_scaled_to_zero_gives_503_then_recovers() {
         return;
     };
     let sim = Simulator::start().await.expect("sim");
-    sim.add_app(SimApp::new("/web", SimNetwork::Host, vec![SimPort::tcp(None, 0)]));
+    sim.add_app(SimApp::new(
+        "/web",
+        SimNetwork::Host,
+        vec![SimPort::tcp(None, 0)],
+    ));
     let a = task_with_backend(&sim, "/web", false).await;
     let b = task_with_backend(&sim, "/web", false).await;
     let dns = two_instances(&sim).await;
@@ -728,9 +759,11 @@ async fn example_scaled_to_zero_gives_503_then_recovers() {
     let t0 = Instant::now();
     sim.kill_task(&a.0);
     sim.kill_task(&b.0);
-    within("503 once the app has no task", Duration::from_secs(20), || async {
-        matches!(get(hp.frontend).await, Some((503, _)))
-    })
+    within(
+        "503 once the app has no task",
+        Duration::from_secs(20),
+        || async { matches!(get(hp.frontend).await, Some((503, _))) },
+    )
     .await;
     let took = t0.elapsed();
     assert!(in_dns(&hp.sock).await.is_empty());
@@ -750,8 +783,278 @@ async fn example_scaled_to_zero_gives_503_then_recovers() {
         matches!(get(hp.frontend).await, Some((200, Some(p))) if p == c.1)
     })
     .await;
-    println!("scaled back to one task -> serving after {}", secs(t0.elapsed()));
+    println!(
+        "scaled back to one task -> serving after {}",
+        secs(t0.elapsed())
+    );
     for d in dns {
         d.shutdown().await;
     }
+}
+
+/// Raw reply to one query over TCP.
+async fn tcp_raw(server: SocketAddr, query: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(server).await.expect("connect");
+    let len = u16::try_from(query.len()).expect("fits");
+    s.write_all(&len.to_be_bytes()).await.expect("write");
+    s.write_all(query).await.expect("write");
+    let mut len = [0u8; 2];
+    tokio::time::timeout(TIMEOUT, s.read_exact(&mut len))
+        .await
+        .expect("in time")
+        .expect("length");
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).await.expect("reply");
+    buf
+}
+
+/// An SRV query as HAProxy sends it (lower case, RD, EDNS with `accepted_payload_size`).
+fn srv_query(name: &str, payload: u16) -> Vec<u8> {
+    query_message(name, hickory_proto::rr::RecordType::SRV, Some(payload))
+        .to_vec()
+        .expect("encode")
+}
+
+/// (bytes, TC flag, ANCOUNT) of a raw reply.
+fn shape(raw: &[u8]) -> (usize, bool, u16) {
+    (
+        raw.len(),
+        raw[2] & 0x02 != 0,
+        u16::from_be_bytes([raw[6], raw[7]]),
+    )
+}
+
+/// How many tasks of an app fit in one SRV answer, measured on marathon-dns's real answers:
+/// `tasks` tasks are started (on ports nothing listens on; they are only counted), then the
+/// name is asked as HAProxy asks it over UDP (`accepted_payload_size 8192`) and over TCP
+/// (65535). Prints bytes and records of each answer.
+async fn capacity(sim: &Simulator, dns: &marathon_dns::server::Running, app: &str, srv: &str) {
+    let tasks = 700u16;
+    sim.add_app(SimApp::new(
+        app,
+        SimNetwork::Host,
+        vec![SimPort::tcp(None, 0)],
+    ));
+    for i in 0..tasks {
+        sim.start_task_with_ports(app, "127.0.0.1", &[], Some(vec![20_000 + i]))
+            .expect("task");
+    }
+    // Complete once the whole set is in: TCP answers are not truncated below 65535 bytes.
+    within("every task in DNS", Duration::from_secs(10), || async {
+        let (len, tc, an) = shape(&tcp_raw(dns.tcp[0], &srv_query(srv, 65_535)).await);
+        an == tasks || (tc && len > 60_000)
+    })
+    .await;
+    for (transport, raw) in [
+        (
+            "UDP, accepted_payload_size 8192",
+            udp_raw(dns.udp[0], &srv_query(srv, 8192))
+                .await
+                .expect("UDP reply"),
+        ),
+        (
+            "TCP, accepted_payload_size 65535",
+            tcp_raw(dns.tcp[0], &srv_query(srv, 65_535)).await,
+        ),
+    ] {
+        let (len, tc, an) = shape(&raw);
+        println!(
+            "{app} with {tasks} tasks, {transport}: {len} B, TC={tc}, {an} SRV records \
+             ({:.1} B per task)",
+            len as f64 / f64::from(an)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_tcp_serves_an_app_too_big_for_udp() {
+    let Some(haproxy) = require_program("haproxy", "haproxy") else {
+        return;
+    };
+    const TASKS: usize = 200;
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_app(SimApp::new(
+        "/big",
+        SimNetwork::Host,
+        vec![SimPort::tcp(None, 0)],
+    ));
+    let dns = two_instances(&sim).await;
+
+    // How many tasks fit, for a short and a realistic app name.
+    capacity(&sim, &dns[0], "/many", "_many._tcp.marathon.local").await;
+    capacity(
+        &sim,
+        &dns[0],
+        "/prod/payments/checkout-api",
+        "_checkout-api._tcp.payments.prod.marathon.local",
+    )
+    .await;
+
+    let mut ports = BTreeSet::new();
+    for _ in 0..TASKS {
+        ports.insert(task_with_backend(&sim, "/big", false).await.1);
+    }
+    let srv = "_big._tcp.marathon.local";
+    within("every task in DNS", Duration::from_secs(10), || async {
+        shape(&tcp_raw(dns[0].tcp[0], &srv_query(srv, 65_535)).await).2 == TASKS as u16
+    })
+    .await;
+    // Too big for the UDP example's 8192: truncated, with only some of the tasks.
+    let (udp_len, udp_tc, udp_an) = shape(
+        &udp_raw(dns[0].udp[0], &srv_query(srv, 8192))
+            .await
+            .expect("UDP reply"),
+    );
+    let (tcp_len, tcp_tc, tcp_an) = shape(&tcp_raw(dns[0].tcp[0], &srv_query(srv, 65_535)).await);
+    println!(
+        "{TASKS} tasks: UDP/8192 -> {udp_len} B, TC={udp_tc}, {udp_an} SRV records; \
+         TCP/65535 -> {tcp_len} B, TC={tcp_tc}, {tcp_an} SRV records"
+    );
+    assert!(udp_tc && usize::from(udp_an) < TASKS && udp_an > 0);
+    assert!(!tcp_tc && usize::from(tcp_an) == TASKS);
+
+    let started = Instant::now();
+    let hp = run_example(
+        &haproxy,
+        "haproxy-tcp.cfg",
+        [dns[0].tcp[0], dns[1].tcp[0]],
+        srv,
+        &[],
+    )
+    .await;
+    within("all 200 servers UP", Duration::from_secs(20), || async {
+        up(&hp.sock).await == ports
+    })
+    .await;
+    println!(
+        "haproxy-tcp.cfg: {TASKS} tasks UP in {}",
+        secs(started.elapsed())
+    );
+    // Round robin: each of the 200 once in 200 requests.
+    let expect: BTreeMap<Option<u16>, usize> = ports.iter().map(|p| (Some(*p), 1)).collect();
+    assert_eq!(spread(hp.frontend, TASKS).await, expect, "round robin");
+    let c = resolver_counters(&hp.sock).await;
+    for name in ["invalid", "too_big", "truncated", "any_err"] {
+        assert_eq!(counter_sum(&c, name), 0, "{name}: {c:?}");
+    }
+    for d in dns {
+        d.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_survives_marathon_and_single_marathon_dns_outages() {
+    let Some(haproxy) = require_program("haproxy", "haproxy") else {
+        return;
+    };
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_app(SimApp::new(
+        "/web",
+        SimNetwork::Host,
+        vec![SimPort::tcp(None, 0)],
+    ));
+    let mut all = BTreeSet::new();
+    for _ in 0..3 {
+        all.insert(task_with_backend(&sim, "/web", false).await.1);
+    }
+    let [dns1, dns2] = two_instances(&sim).await;
+    // Error holds shortened to 3 s: an outage that reached HAProxy as errors, empty answers or
+    // silence would empty the backend after about 5 s; the outage below lasts 10 s.
+    let holds: Vec<(&str, &str)> = ERROR_HOLDS.iter().map(|h| (*h, SHORT_HOLD)).collect();
+    let hp = run_example(
+        &haproxy,
+        "haproxy.cfg",
+        [dns1.udp[0], dns2.udp[0]],
+        "_web._tcp.marathon.local",
+        &holds,
+    )
+    .await;
+    within("every task UP", Duration::from_secs(15), || async {
+        up(&hp.sock).await == all
+    })
+    .await;
+    let before = resolver_counters(&hp.sock).await;
+
+    // Marathon down: every REST call 503, the event streams cut, and the stream endpoint
+    // failing too (401: the simulator has no other switch for /v2/events).
+    let tries = sim.requests("/v2/events");
+    sim.fail_rest(Some(503));
+    sim.require_auth(Some("Bearer marathon-is-down".into()));
+    sim.drop_streams();
+    let outage = Duration::from_secs(10);
+    let t0 = Instant::now();
+    let mut requests = 0;
+    while t0.elapsed() < outage {
+        assert_eq!(
+            up(&hp.sock).await,
+            all,
+            "servers lost {} into a Marathon outage",
+            secs(t0.elapsed())
+        );
+        let served = spread(hp.frontend, 3).await;
+        assert!(!served.contains_key(&None), "a request failed: {served:?}");
+        requests += 3;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        sim.requests("/v2/events") > tries,
+        "marathon-dns did not even try to reconnect during the outage"
+    );
+    let after = resolver_counters(&hp.sock).await;
+    assert_eq!(
+        counter_sum(&after, "any_err"),
+        counter_sum(&before, "any_err"),
+        "marathon-dns answered an error during the Marathon outage: {after:?}"
+    );
+    assert!(counter_sum(&after, "valid") > counter_sum(&before, "valid"));
+    println!(
+        "Marathon outage of {}: {} of {} servers UP throughout, {requests} requests all served \
+         (error holds {SHORT_HOLD})",
+        secs(outage),
+        all.len(),
+        all.len()
+    );
+
+    // Marathon back: marathon-dns reconnects by itself (its backoff), a new task is routed.
+    sim.fail_rest(None);
+    sim.require_auth(None);
+    let t0 = Instant::now();
+    let (_, p) = task_with_backend(&sim, "/web", false).await;
+    within(
+        "a task started after the outage",
+        Duration::from_secs(40),
+        || async { up(&hp.sock).await.contains(&p) },
+    )
+    .await;
+    all.insert(p);
+    println!(
+        "Marathon back -> a task started at that moment is UP in HAProxy after {} \
+         (marathon-dns's reconnect backoff + timeout resolve)",
+        secs(t0.elapsed())
+    );
+
+    // One marathon-dns instance down: the other one answers, nothing changes.
+    dns1.shutdown().await;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(6) {
+        assert_eq!(up(&hp.sock).await, all, "one marathon-dns instance down");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("one of two marathon-dns instances down for 6 s: all servers stayed UP");
+
+    // Every instance down: HAProxy keeps the servers for `hold timeout` after the last valid
+    // answer, then removes them all.
+    dns2.shutdown().await;
+    let t0 = Instant::now();
+    within("backend emptied", Duration::from_secs(20), || async {
+        in_dns(&hp.sock).await.is_empty()
+    })
+    .await;
+    let took = t0.elapsed();
+    assert!(matches!(get(hp.frontend).await, Some((503, _))));
+    println!(
+        "every marathon-dns instance down -> backend emptied after {} (hold timeout \
+         {SHORT_HOLD}; 30s as shipped), then 503",
+        secs(took)
+    );
 }
