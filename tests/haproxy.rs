@@ -1058,3 +1058,56 @@ async fn example_survives_marathon_and_single_marathon_dns_outages() {
         secs(took)
     );
 }
+
+/// The guide shows the UDP example verbatim and every line by which the `tcp@` example
+/// differs from it, so what users read is what the tests run. (Needs no HAProxy.)
+#[test]
+fn guide_shows_the_examples_as_tested() {
+    let read = |p: &str| {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(p)).expect("file")
+    };
+    let guide = read("docs/haproxy.md");
+    let udp = read("docs/examples/haproxy/haproxy.cfg");
+    let tcp = read("docs/examples/haproxy/haproxy-tcp.cfg");
+    assert!(
+        guide.contains(&format!("```haproxy\n{udp}```")),
+        "docs/haproxy.md must show docs/examples/haproxy/haproxy.cfg verbatim"
+    );
+    let directives = |cfg: &str| -> BTreeSet<String> {
+        cfg.lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    let only_tcp: BTreeSet<String> = directives(&tcp)
+        .difference(&directives(&udp))
+        .cloned()
+        .collect();
+    let after = guide
+        .split("docs/examples/haproxy/haproxy-tcp.cfg`: the same file, except for these lines:")
+        .nth(1)
+        .expect("the tcp@ section");
+    let block = after
+        .split("```haproxy\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the tcp@ block");
+    assert_eq!(directives(block), only_tcp, "the guide's tcp@ lines");
+    // The directive a line sets: its keyword, and the name for the named ones.
+    let key = |l: &String| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w[0] {
+            "nameserver" | "server-template" => format!("{} {}", w[0], w[1]),
+            _ => w[0].to_string(),
+        }
+    };
+    let only_udp: BTreeSet<String> = directives(&udp)
+        .difference(&directives(&tcp))
+        .map(key)
+        .collect();
+    let replaced: BTreeSet<String> = only_tcp.iter().map(key).collect();
+    assert_eq!(
+        only_udp, replaced,
+        "haproxy-tcp.cfg changes no other directive"
+    );
+}
