@@ -1031,6 +1031,35 @@ async fn example_survives_marathon_and_single_marathon_dns_outages() {
         secs(t0.elapsed())
     );
 
+    // HAProxy takes whichever instance answers first: both must have caught up with Marathon
+    // (each reconnects on its own backoff) before one of them goes.
+    for dns in [dns1.udp[0], dns2.udp[0]] {
+        within(
+            "both marathon-dns instances caught up",
+            Duration::from_secs(40),
+            || async {
+                let m = q(
+                    dns,
+                    "_web._tcp.marathon.local",
+                    hickory_proto::rr::RecordType::SRV,
+                )
+                .await;
+                srv(&m)
+                    .iter()
+                    .map(|(port, _)| *port)
+                    .collect::<BTreeSet<u16>>()
+                    == all
+            },
+        )
+        .await;
+    }
+    within(
+        "every task UP on both answers",
+        Duration::from_secs(15),
+        || async { up(&hp.sock).await == all },
+    )
+    .await;
+
     // One marathon-dns instance down: the other one answers, nothing changes.
     dns1.shutdown().await;
     let t0 = Instant::now();
