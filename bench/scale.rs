@@ -429,7 +429,14 @@ async fn run(a: Args) {
     }
     let server = Proc(
         cmd.arg(&bin)
-            .args(["serve", "--marathon", &sim.url(), "--listen"])
+            .args([
+                "serve",
+                "--admin-listen",
+                "off",
+                "--marathon",
+                &sim.url(),
+                "--listen",
+            ])
             .arg(ours.to_string())
             .arg("--zones-dir")
             .arg(&empty_zones)

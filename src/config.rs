@@ -185,6 +185,26 @@ pub struct ServeArgs {
     /// UDP worker threads per listen address (default: one per core).
     #[arg(long, env = "MARATHON_DNS_UDP_WORKERS")]
     pub udp_workers: Option<usize>,
+
+    /// HTTP admin listener (/health, /ready, /metrics, /v1/zone, /v1/records); `off` for none.
+    #[arg(long, env = "MARATHON_DNS_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_parser = parse_admin_listen)]
+    pub admin_listen: AdminListen,
+}
+
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8054";
+
+/// The admin listener's address, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminListen(pub Option<SocketAddr>);
+
+/// `ADDR:PORT` or `off`.
+pub fn parse_admin_listen(s: &str) -> Result<AdminListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AdminListen(None));
+    }
+    s.parse::<SocketAddr>()
+        .map(|a| AdminListen(Some(a)))
+        .map_err(|_| format!("invalid admin address {s:?}: expected ADDR:PORT or off"))
 }
 
 impl ServeArgs {
@@ -218,6 +238,10 @@ pub struct DevArgs {
     /// UDP worker threads per listen address (default: one per core; 0: hickory's UDP loop).
     #[arg(long)]
     pub udp_workers: Option<usize>,
+
+    /// HTTP admin listener; `off` for none.
+    #[arg(long, default_value = DEFAULT_ADMIN_LISTEN, value_parser = parse_admin_listen)]
+    pub admin_listen: AdminListen,
 }
 
 #[cfg(test)]

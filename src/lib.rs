@@ -5,6 +5,7 @@
 //! immutable snapshot); [`dns`] serves snapshots over UDP and TCP; [`sync`] drives the model
 //! from Marathon; [`sim`] is a Marathon simulator for dev mode and tests.
 
+pub mod admin;
 pub mod backoff;
 pub mod cluster;
 pub mod config;

@@ -43,6 +43,7 @@ async fn dev(args: &DevArgs) -> Result<()> {
     if let Some(n) = args.udp_workers {
         settings.udp_workers = n;
     }
+    settings.admin_listen = args.admin_listen.0;
     let running = server::start(settings).await?;
     running.wait_synced().await;
     let addr = running.udp.first().context("no listen address")?;

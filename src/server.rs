@@ -51,6 +51,8 @@ pub struct Settings {
     pub tcp_idle_timeout: Duration,
     /// UDP fast-path threads per listen address; 0 lets hickory's UDP server answer.
     pub udp_workers: usize,
+    /// The HTTP admin listener, if any.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// One UDP worker per core.
@@ -125,6 +127,7 @@ impl Settings {
             serial_file: args.serial_file.clone(),
             tcp_idle_timeout: args.tcp_idle_timeout,
             udp_workers: args.udp_workers.unwrap_or_else(default_udp_workers),
+            admin_listen: args.admin_listen.0,
         }
     }
 }
@@ -135,6 +138,8 @@ pub enum StartError {
     Zone(String),
     #[error("no Marathon URL given (--marathon)")]
     NoMarathon,
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminBindError),
     #[error(transparent)]
     ZoneFile(#[from] ZoneFileError),
     #[error(transparent)]
@@ -149,6 +154,8 @@ pub enum StartError {
 pub struct Running {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    /// Where the admin listener is bound, if it runs.
+    pub admin: Option<SocketAddr>,
     pub store: Arc<ZoneStore>,
     pub status: Arc<SyncStatus>,
     shutdown: CancellationToken,
@@ -329,7 +336,17 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     tasks.spawn(
         Syncer::new(sync_cfg, client, store.clone(), status.clone()).run(rx, shutdown.clone()),
     );
+    let admin = match settings.admin_listen {
+        Some(addr) => {
+            let bound =
+                crate::admin::serve(addr, store.clone(), status.clone(), shutdown.clone()).await?;
+            info!("admin HTTP on http://{bound}/ (/health, /ready, /metrics, /v1/zone)");
+            Some(bound)
+        }
+        None => None,
+    };
     Ok(Running {
+        admin,
         udp: dns.udp.clone(),
         tcp: dns.tcp.clone(),
         store,

@@ -400,6 +400,7 @@ impl Syncer {
             info!("Marathon answers again; the zone is up to date");
         }
         self.status.synced.store(true, Ordering::Release);
+        self.status.mark_synced_now();
         release_freed_memory();
         changed
     }

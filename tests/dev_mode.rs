@@ -38,6 +38,7 @@ impl Drop for Dev {
 fn start_dev() -> Dev {
     let mut child = Command::new(env!("CARGO_BIN_EXE_marathon-dns"))
         .args(["dev", "--listen", "127.0.0.1:0", "--churn", "1h"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

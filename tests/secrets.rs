@@ -65,6 +65,7 @@ fn logs_while_rejected(marathon: &Rejecting, args: &[&str]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_marathon-dns"))
         .args(args)
         .args(["--listen", "127.0.0.1:0", "--zones-dir", "zones"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())

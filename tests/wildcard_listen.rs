@@ -34,7 +34,7 @@ fn dig_in_namespace(udp_workers: usize, targets: &[&str]) -> Option<Vec<String>>
         "set -e
 ip link set lo up
 out=$(mktemp)
-'{bin}' dev --listen 0.0.0.0:8053 --zones-dir '{zones}' --udp-workers {udp_workers} >\"$out\" 2>/dev/null &
+'{bin}' dev --listen 0.0.0.0:8053 --admin-listen off --zones-dir '{zones}' --udp-workers {udp_workers} >\"$out\" 2>/dev/null &
 pid=$!
 i=0; while ! grep -q 'DNS on' \"$out\"; do i=$((i+1)); [ $i -lt 300 ] || exit 3; sleep 0.1; done
 {}

@@ -21,6 +21,8 @@ pub struct SyncStatus {
     pub(super) resyncs: AtomicU64,
     pub(super) failed_resyncs: AtomicU64,
     pub(super) publishes: AtomicU64,
+    /// When the last full snapshot from Marathon was taken (Unix milliseconds; 0: never).
+    pub(super) last_sync_ms: AtomicU64,
     /// Wakes waiters on every publish and resync.
     pub(super) changed: Notify,
 }
@@ -77,8 +79,22 @@ impl SyncStatus {
     pub fn publishes(&self) -> u64 {
         self.publishes.load(Ordering::Relaxed)
     }
+    /// How long ago the last full snapshot from Marathon was taken; `None` before the first.
+    pub fn since_last_sync(&self) -> Option<std::time::Duration> {
+        let at = self.last_sync_ms.load(Ordering::Acquire);
+        (at != 0).then(|| std::time::Duration::from_millis(unix_ms().saturating_sub(at)))
+    }
+    pub(super) fn mark_synced_now(&self) {
+        self.last_sync_ms.store(unix_ms(), Ordering::Release);
+    }
     /// Resolves at the next publish, resync or stream state change.
     pub fn wait_change(&self) -> tokio::sync::futures::Notified<'_> {
         self.changed.notified()
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -25,6 +25,7 @@ pub fn zones_dir() -> PathBuf {
 pub fn settings(marathon: Vec<String>) -> Settings {
     let mut s = Settings::new(marathon);
     s.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    s.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     s.zones_dir = zones_dir();
     s
 }

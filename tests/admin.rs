@@ -1,0 +1,112 @@
+//! The HTTP admin listener against the simulated Marathon: `/ready` flips 503 → 200 after the
+//! first sync and stays 200 while Marathon is down (fail static), `/metrics` moves as events
+//! arrive, `/v1/records` and `/v1/zone` show the published zone.
+
+mod common;
+
+use common::*;
+use marathon_dns::marathon::client::Auth;
+use marathon_dns::server;
+use marathon_dns::sim::{SimApp, SimNetwork, SimPort, Simulator};
+
+async fn get(url: &str) -> (u16, String) {
+    let resp = reqwest::get(url).await.expect("admin answers");
+    let code = resp.status().as_u16();
+    (code, resp.text().await.expect("body"))
+}
+
+/// The value of an unlabelled metric.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_metrics_and_zone_views() {
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_app(SimApp::new(
+        "/prod/web",
+        SimNetwork::Host,
+        vec![SimPort::tcp(Some("http"), 0)],
+    ));
+    sim.start_task("/prod/web", "10.0.0.1", &[]).expect("task");
+    // Marathon refuses at first: answering, but not ready.
+    sim.fail_rest(Some(503));
+    let mut s = settings(vec![sim.url()]);
+    s.auth = Auth::basic("alice:s3cret-admin");
+    let running = server::start(s).await.expect("starts");
+    let base = format!("http://{}", running.admin.expect("admin listener"));
+    assert_eq!(get(&format!("{base}/health")).await.0, 200);
+    let (code, body) = get(&format!("{base}/ready")).await;
+    assert_eq!(code, 503, "{body}");
+
+    sim.fail_rest(None);
+    eventually("ready after the first sync", || async {
+        get(&format!("{base}/ready")).await.0 == 200
+    })
+    .await;
+    running.wait_live().await;
+
+    // Metrics move with events.
+    let (_, before) = get(&format!("{base}/metrics")).await;
+    assert_eq!(metric(&before, "marathon_dns_marathon_synced"), 1.0);
+    let publishes = metric(&before, "marathon_dns_zone_publishes_total");
+    let events = metric(&before, "marathon_dns_events_total");
+    assert!(before.contains("marathon_dns_build_info{version="));
+    sim.start_task("/prod/web", "10.0.0.2", &[]).expect("task");
+    eventually("metrics follow the event", || async {
+        let (_, now) = get(&format!("{base}/metrics")).await;
+        metric(&now, "marathon_dns_zone_publishes_total") > publishes
+            && metric(&now, "marathon_dns_events_total") > events
+    })
+    .await;
+
+    // The zone as JSON and as a master file.
+    let (code, body) = get(&format!("{base}/v1/records?name=web.prod.marathon.local")).await;
+    assert_eq!(code, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let addrs: Vec<&str> = json["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["type"] == "A")
+        .filter_map(|r| r["data"].as_str())
+        .collect();
+    assert_eq!(addrs, ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(
+        get(&format!("{base}/v1/records?name=nope.marathon.local"))
+            .await
+            .0,
+        404
+    );
+    let (code, zone) = get(&format!("{base}/v1/zone")).await;
+    assert_eq!(code, 200);
+    assert!(
+        zone.contains("_http._tcp.web.prod.marathon.local."),
+        "{zone}"
+    );
+
+    // Marathon down: still ready (the last good zone is served), and the staleness shows.
+    let failed = running.status.failed_resyncs();
+    sim.fail_rest(Some(503));
+    sim.drop_streams();
+    eventually("a failed resync during the outage", || async {
+        running.status.failed_resyncs() > failed
+    })
+    .await;
+    let (code, body) = get(&format!("{base}/ready")).await;
+    assert_eq!(code, 200, "fail static: {body}");
+    let (_, metrics) = get(&format!("{base}/metrics")).await;
+    assert!(metric(&metrics, "marathon_dns_resync_failures_total") > 0.0);
+    assert!(metric(&metrics, "marathon_dns_seconds_since_last_sync") >= 0.0);
+
+    // Never a credential.
+    for page in ["/ready", "/metrics", "/v1/zone"] {
+        let (_, body) = get(&format!("{base}{page}")).await;
+        assert!(!body.contains("s3cret-admin"), "{page} shows a credential");
+    }
+    sim.fail_rest(None);
+    running.shutdown().await;
+}
