@@ -16,6 +16,7 @@ use hickory_proto::rr::RecordType;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::dns::metrics::DnsMetrics;
 use crate::sync::SyncStatus;
 use crate::zone::export;
 use crate::zone::name;
@@ -25,6 +26,7 @@ use crate::zone::store::ZoneStore;
 struct Admin {
     store: Arc<ZoneStore>,
     status: Arc<SyncStatus>,
+    queries: Arc<DnsMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,7 @@ pub async fn serve(
     addr: SocketAddr,
     store: Arc<ZoneStore>,
     status: Arc<SyncStatus>,
+    queries: Arc<DnsMetrics>,
     shutdown: CancellationToken,
 ) -> Result<SocketAddr, AdminBindError> {
     let listener = TcpListener::bind(addr)
@@ -54,7 +57,11 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/v1/zone", get(zone))
         .route("/v1/records", get(records))
-        .with_state(Admin { store, status });
+        .with_state(Admin {
+            store,
+            status,
+            queries,
+        });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -170,6 +177,8 @@ async fn metrics(State(a): State<Admin>) -> Response {
     ] {
         metric(name, "counter", help, value.to_string());
     }
+    a.queries.render(&mut out);
+    s.render_event_latency(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

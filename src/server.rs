@@ -310,6 +310,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let (store, sync_cfg) = initial_zones(&settings)?;
     let store = Arc::new(store);
     let client = marathon_client(&settings)?;
+    let metrics = Arc::new(crate::dns::metrics::DnsMetrics::default());
     let dns = listen::serve(
         &settings.listen,
         store.clone(),
@@ -318,6 +319,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         },
         settings.tcp_idle_timeout,
         settings.udp_workers,
+        metrics.clone(),
     )
     .await?;
     for addr in &dns.udp {
@@ -338,8 +340,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     );
     let admin = match settings.admin_listen {
         Some(addr) => {
-            let bound =
-                crate::admin::serve(addr, store.clone(), status.clone(), shutdown.clone()).await?;
+            let bound = crate::admin::serve(
+                addr,
+                store.clone(),
+                status.clone(),
+                metrics,
+                shutdown.clone(),
+            )
+            .await?;
             info!("admin HTTP on http://{bound}/ (/health, /ready, /metrics, /v1/zone)");
             Some(bound)
         }

@@ -68,6 +68,8 @@ pub struct Syncer {
     /// The latest serial, for the task that keeps `--serial-file` (file I/O never runs in
     /// this loop).
     serial_saver: Option<tokio::sync::watch::Sender<u32>>,
+    /// When the events not yet published arrived.
+    received: Vec<Instant>,
 }
 
 fn unix_now() -> u64 {
@@ -104,6 +106,7 @@ impl Syncer {
             resync_again: false,
             fingerprints: Fingerprints::default(),
             serial_saver: None,
+            received: Vec::new(),
         }
     }
 
@@ -237,6 +240,7 @@ impl Syncer {
                 let applied = self.cluster.apply(&event);
                 if applied.changed {
                     self.dirty.insert(event.app_id().clone());
+                    self.note_received();
                 }
                 self.refetch
                     .extend(applied.refetch.filter(|id| !self.not_apps.contains(id)));
@@ -460,6 +464,13 @@ impl Syncer {
         self.publish(updated);
     }
 
+    /// An event that will change the zone arrived now (for the event → answer histogram).
+    fn note_received(&mut self) {
+        if self.received.len() < 10_000 {
+            self.received.push(Instant::now());
+        }
+    }
+
     /// Record what these apps look like now, for the next snapshot's filter.
     fn note_fingerprints(&self, ids: &BTreeSet<AppId>) {
         let mut fp = lock(&self.fingerprints);
@@ -480,6 +491,7 @@ impl Syncer {
             return;
         };
         self.unresolved_hosts = !builder.apps_with_unresolved_hosts().is_empty();
+        let received = std::mem::take(&mut self.received);
         if !updated.changed {
             return;
         }
@@ -490,6 +502,9 @@ impl Syncer {
             saved.send_replace(serial);
         }
         self.status.serial.store(serial, Ordering::Release);
+        for at in received {
+            self.status.event_latency.observe(at.elapsed());
+        }
         self.status.publishes.fetch_add(1, Ordering::Relaxed);
         self.status.changed.notify_waiters();
     }

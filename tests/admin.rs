@@ -62,6 +62,43 @@ async fn ready_metrics_and_zone_views() {
             && metric(&now, "marathon_dns_events_total") > events
     })
     .await;
+    let (_, now) = get(&format!("{base}/metrics")).await;
+    assert!(
+        metric(&now, "marathon_dns_event_to_answer_seconds_count") >= 1.0,
+        "the event's latency is observed:\n{now}"
+    );
+    // Queries are counted by protocol, type and rcode.
+    let dns = running.udp[0];
+    q(
+        dns,
+        "_http._tcp.web.prod.marathon.local",
+        hickory_proto::rr::RecordType::SRV,
+    )
+    .await;
+    q(dns, "nope.marathon.local", hickory_proto::rr::RecordType::A).await;
+    tcp(
+        dns,
+        &query_message(
+            "web.prod.marathon.local",
+            hickory_proto::rr::RecordType::A,
+            None,
+        ),
+    )
+    .await;
+    let (_, now) = get(&format!("{base}/metrics")).await;
+    for series in [
+        "marathon_dns_queries_total{protocol=\"udp\",type=\"SRV\",rcode=\"NOERROR\"}",
+        "marathon_dns_queries_total{protocol=\"udp\",type=\"A\",rcode=\"NXDOMAIN\"}",
+        "marathon_dns_queries_total{protocol=\"tcp\",type=\"A\",rcode=\"NOERROR\"}",
+    ] {
+        assert!(metric(&now, series) >= 1.0, "{series}");
+    }
+    assert!(
+        metric(
+            &now,
+            "marathon_dns_response_size_bytes_count{protocol=\"udp\"}"
+        ) >= 2.0
+    );
 
     // The zone as JSON and as a master file.
     let (code, body) = get(&format!("{base}/v1/records?name=web.prod.marathon.local")).await;

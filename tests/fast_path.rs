@@ -42,6 +42,7 @@ async fn fast_path_answers_exactly_as_hickory() {
         AnswerOptions::default(),
         Duration::from_secs(10),
         0,
+        Default::default(),
     )
     .await
     .expect("reference server");

@@ -26,6 +26,7 @@ use tracing::debug;
 use super::answer;
 use super::encode::{self, Query};
 use super::handler::DnsHandler;
+use super::metrics::{Counters, Transport};
 use crate::zone::name::MAX_WIRE;
 
 /// Largest datagram read or written.
@@ -34,9 +35,30 @@ const BUF: usize = 65535;
 /// How often an idle worker looks at the stop flag.
 const POLL: Duration = Duration::from_millis(200);
 
+/// What the fast path sent, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    pub len: usize,
+    pub qtype: RecordType,
+    pub rcode: ResponseCode,
+    pub truncated: bool,
+}
+
+impl Answered {
+    fn count(&self, counters: &Counters) {
+        counters.record(
+            Transport::Udp,
+            self.qtype,
+            self.rcode,
+            Some(self.len),
+            self.truncated,
+        );
+    }
+}
+
 /// Answer `packet` on the fast path into `out`; `None` if it is not a plain query we answer
 /// here (the caller then hands it to hickory).
-pub fn answer(handler: &DnsHandler, packet: &[u8], out: &mut [u8]) -> Option<usize> {
+pub fn answer(handler: &DnsHandler, packet: &[u8], out: &mut [u8]) -> Option<Answered> {
     let header = packet.get(..12)?;
     let be = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
     let (id, flags) = (be(0), be(2));
@@ -87,7 +109,13 @@ pub fn answer(handler: &DnsHandler, packet: &[u8], out: &mut [u8]) -> Option<usi
         if !encode::plain_rcode(plan.rcode) || !encode::supported(&plan) {
             return None;
         }
-        encode::response(out, usize::from(limit), &query, &plan)
+        let len = encode::response(out, usize::from(limit), &query, &plan)?;
+        Some(Answered {
+            len,
+            qtype,
+            rcode: plan.rcode,
+            truncated: out.get(2).is_some_and(|flags| flags & 0x02 != 0),
+        })
     })
 }
 
@@ -188,6 +216,7 @@ fn serve(
     stop: &AtomicBool,
 ) {
     let mut batch = super::batch::Batch::new(wildcard);
+    let counters = handler.metrics().block();
     while !stop.load(Ordering::Acquire) {
         let n = match batch.receive(socket) {
             Ok(n) => n,
@@ -201,7 +230,10 @@ fn serve(
                 continue;
             };
             match answer(handler, query, room) {
-                Some(len) => batch.stage(i, len),
+                Some(sent) => {
+                    sent.count(&counters);
+                    batch.stage(i, sent.len);
+                }
                 None => {
                     if let (Some(query), Some(src)) = (batch.packet(i), batch.source(i)) {
                         let from = batch.local(i);
@@ -225,6 +257,7 @@ fn serve(
 ) {
     let mut packet = vec![0u8; BUF];
     let mut out = vec![0u8; BUF];
+    let counters = handler.metrics().block();
     while !stop.load(Ordering::Acquire) {
         let (n, src) = match socket.recv_from(&mut packet) {
             Ok(got) => got,
@@ -235,8 +268,9 @@ fn serve(
         };
         let query = &packet[..n];
         match answer(handler, query, &mut out) {
-            Some(len) => {
-                if let Err(e) = socket.send_to(&out[..len], src) {
+            Some(sent) => {
+                sent.count(&counters);
+                if let Err(e) = socket.send_to(&out[..sent.len], src) {
                     debug!("UDP send to {src} failed: {e}");
                 }
             }
@@ -437,7 +471,8 @@ mod tests {
         ] {
             for edns in [false, true] {
                 let len = answer(&h, &packet(name, rtype, edns), &mut out)
-                    .unwrap_or_else(|| panic!("{name} {rtype} went to the slow path"));
+                    .unwrap_or_else(|| panic!("{name} {rtype} went to the slow path"))
+                    .len;
                 let reply = Message::from_vec(&out[..len]).expect("decodes");
                 assert_eq!(reply.metadata.id, 9);
                 assert_eq!(reply.edns.is_some(), edns);

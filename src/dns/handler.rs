@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::Record;
+use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -17,6 +17,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
 use super::answer::{self, Plan};
+use super::metrics::{Counters, DnsMetrics, Transport};
 use crate::zone::data::Rec;
 use crate::zone::name;
 use crate::zone::store::ZoneStore;
@@ -39,11 +40,34 @@ pub struct AnswerOptions {
 pub struct DnsHandler {
     zones: Arc<ZoneStore>,
     options: AnswerOptions,
+    metrics: Arc<DnsMetrics>,
+    /// This handler's own counters (the hickory path: TCP and unusual UDP queries).
+    counters: Arc<Counters>,
 }
 
 impl DnsHandler {
+    /// A handler counting into a registry of its own.
     pub fn new(zones: Arc<ZoneStore>, options: AnswerOptions) -> Self {
-        Self { zones, options }
+        Self::with_metrics(zones, options, Arc::default())
+    }
+
+    /// A handler counting into `metrics` (shared with the admin listener).
+    pub fn with_metrics(
+        zones: Arc<ZoneStore>,
+        options: AnswerOptions,
+        metrics: Arc<DnsMetrics>,
+    ) -> Self {
+        Self {
+            counters: metrics.block(),
+            zones,
+            options,
+            metrics,
+        }
+    }
+
+    /// The registry the handler and the UDP workers count into.
+    pub fn metrics(&self) -> &DnsMetrics {
+        &self.metrics
     }
 
     /// The UDP size limit for a request: the client's EDNS size (at least 512) under the
@@ -215,15 +239,26 @@ impl RequestHandler for DnsHandler {
             std::iter::empty(),
             entries.iter().flat_map(|e| e.1.iter()),
         );
-        match response_handle.send_response(response).await {
+        let info = match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(error) => {
                 debug!(%error, "failed to send response");
-                ResponseInfo::from(Header {
+                return ResponseInfo::from(Header {
                     metadata,
                     counts: HeaderCounts::default(),
-                })
+                });
             }
-        }
+        };
+        let qtype = match request.queries.queries() {
+            [q] => q.query_type(),
+            _ => RecordType::Unknown(0),
+        };
+        let transport = match request.protocol() {
+            Protocol::Udp => Transport::Udp,
+            _ => Transport::Tcp,
+        };
+        self.counters
+            .record(transport, qtype, rcode, None, info.truncation);
+        info
     }
 }

@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use super::fast::UdpWorkers;
 use super::handler::{AnswerOptions, DnsHandler};
+use super::metrics::DnsMetrics;
 use crate::zone::store::ZoneStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +51,14 @@ pub async fn serve(
     options: AnswerOptions,
     tcp_idle_timeout: Duration,
     udp_workers: usize,
+    metrics: Arc<DnsMetrics>,
 ) -> Result<DnsServer, BindError> {
-    let mut server = Server::new(DnsHandler::new(zones.clone(), options));
-    let fast_handler = Arc::new(DnsHandler::new(zones, options));
+    let mut server = Server::new(DnsHandler::with_metrics(
+        zones.clone(),
+        options,
+        metrics.clone(),
+    ));
+    let fast_handler = Arc::new(DnsHandler::with_metrics(zones, options, metrics));
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     let mut workers = Vec::new();

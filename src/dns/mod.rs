@@ -9,3 +9,4 @@ pub mod encode;
 pub mod fast;
 pub mod handler;
 pub mod listen;
+pub mod metrics;

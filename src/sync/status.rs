@@ -23,6 +23,8 @@ pub struct SyncStatus {
     pub(super) publishes: AtomicU64,
     /// When the last full snapshot from Marathon was taken (Unix milliseconds; 0: never).
     pub(super) last_sync_ms: AtomicU64,
+    /// From receiving a Marathon event to publishing the zone that reflects it.
+    pub(super) event_latency: Latency,
     /// Wakes waiters on every publish and resync.
     pub(super) changed: Notify,
 }
@@ -87,6 +89,14 @@ impl SyncStatus {
     pub(super) fn mark_synced_now(&self) {
         self.last_sync_ms.store(unix_ms(), Ordering::Release);
     }
+    /// Prometheus text for the event → answer latency histogram.
+    pub fn render_event_latency(&self, out: &mut String) {
+        self.event_latency.render(
+            "marathon_dns_event_to_answer_seconds",
+            "From receiving a Marathon event to serving the zone that reflects it.",
+            out,
+        );
+    }
     /// Resolves at the next publish, resync or stream state change.
     pub fn wait_change(&self) -> tokio::sync::futures::Notified<'_> {
         self.changed.notified()
@@ -97,4 +107,49 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Upper bounds (milliseconds) of the latency histogram; the last bucket is +Inf.
+const LATENCY_BUCKETS_MS: [u64; 11] = [1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000];
+
+/// A Prometheus histogram of durations.
+#[derive(Debug, Default)]
+pub(super) struct Latency {
+    buckets: [AtomicU64; 12],
+    sum_us: AtomicU64,
+}
+
+impl Latency {
+    pub(super) fn observe(&self, d: std::time::Duration) {
+        let ms = d.as_millis();
+        let b = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|limit| ms <= u128::from(*limit))
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[b].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, limit) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                *limit as f64 / 1000.0
+            );
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS_MS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {}\n{name}_count {cumulative}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+    }
 }
