@@ -38,6 +38,10 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Log format on stderr: `text` for people, `json` (one object per line) for collectors.
+    /// The filter is `RUST_LOG` (default `info`, hickory's per-query lines quiet).
+    #[arg(long, env = "MARATHON_DNS_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,58 @@
+//! `--log-format json`: every line on stderr is one JSON object with a level and a message,
+//! the Marathon outage is one clear line, and the URL's credentials never appear.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    // Nothing listens on port 9 of the loopback: Marathon is down from the start.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_marathon-dns"))
+        .args(["--log-format", "json", "serve"])
+        .args(["--marathon", "http://alice:s3cret-log@127.0.0.1:9"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args(["--zones-dir", concat!(env!("CARGO_MANIFEST_DIR"), "/zones")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let warned = line.contains("\"WARN\"");
+        lines.push(line);
+        if warned {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.iter().any(|l| l.contains("\"WARN\"")),
+        "no warning about the unreachable Marathon in {lines:?}"
+    );
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+        assert!(v["fields"]["message"].is_string(), "{line}");
+        assert!(
+            !line.contains("s3cret-log"),
+            "a credential in the log: {line}"
+        );
+    }
+}
