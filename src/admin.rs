@@ -22,12 +22,17 @@ use crate::zone::export;
 use crate::zone::name;
 use crate::zone::store::ZoneStore;
 
+/// What the admin listener reads.
 #[derive(Clone)]
-struct Admin {
-    store: Arc<ZoneStore>,
-    status: Arc<SyncStatus>,
-    queries: Arc<DnsMetrics>,
+pub struct Views {
+    pub store: Arc<ZoneStore>,
+    pub status: Arc<SyncStatus>,
+    pub queries: Arc<DnsMetrics>,
+    /// A stop signal came: not ready any more.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
+
+type Admin = Views;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot bind the admin listener {addr}: {source}")]
@@ -40,9 +45,7 @@ pub struct AdminBindError {
 /// Bind `addr` and serve until `shutdown`; returns the bound address (port 0 resolved).
 pub async fn serve(
     addr: SocketAddr,
-    store: Arc<ZoneStore>,
-    status: Arc<SyncStatus>,
-    queries: Arc<DnsMetrics>,
+    views: Views,
     shutdown: CancellationToken,
 ) -> Result<SocketAddr, AdminBindError> {
     let listener = TcpListener::bind(addr)
@@ -57,11 +60,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/v1/zone", get(zone))
         .route("/v1/records", get(records))
-        .with_state(Admin {
-            store,
-            status,
-            queries,
-        });
+        .with_state(views);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -80,14 +79,17 @@ async fn health() -> &'static str {
 /// fail static is the design — and the body says how stale the zone may be.
 async fn ready(State(a): State<Admin>) -> Response {
     let synced = a.status.is_synced();
+    let draining = a.draining.load(std::sync::atomic::Ordering::Acquire);
+    let ready = synced && !draining;
     let body = serde_json::json!({
-        "ready": synced,
+        "ready": ready,
+        "stopping": draining,
         "marathon_synced": synced,
         "event_stream_live": a.status.is_live(),
         "serial": a.status.serial(),
         "seconds_since_last_sync": a.status.since_last_sync().map(|d| d.as_secs_f64()),
     });
-    let code = if synced {
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

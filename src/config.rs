@@ -178,6 +178,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MARATHON_DNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub tcp_idle_timeout: Duration,
 
+    /// After SIGTERM/SIGINT: keep answering DNS this long with /ready at 503 (load balancers
+    /// and orchestrators stop sending), then stop; a second signal stops at once.
+    #[arg(long, env = "MARATHON_DNS_LAME_DUCK", default_value = "5s", value_parser = parse_duration)]
+    pub lame_duck: Duration,
+
     /// File that keeps the last SOA serial, so that it never goes backwards across restarts.
     #[arg(long, env = "MARATHON_DNS_SERIAL_FILE")]
     pub serial_file: Option<PathBuf>,

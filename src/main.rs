@@ -27,10 +27,34 @@ async fn wait_for_signal() {
 }
 
 async fn serve(args: &ServeArgs) -> Result<()> {
-    let running = server::start(Settings::from_args(args)?).await?;
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    running.shutdown().await;
+    let settings = Settings::from_args(args)?;
+    let lame_duck = settings.lame_duck;
+    let mut running = server::start(settings).await?;
+    tokio::select! {
+        () = wait_for_signal() => {}
+        failure = running.task_failure() => {
+            // Exit non-zero so that the supervisor restarts the process.
+            anyhow::bail!("{failure}; exiting so that the supervisor restarts marathon-dns");
+        }
+    }
+    tracing::info!(
+        "stopping: /ready is 503, DNS answers for {lame_duck:?} more, then stops (a second signal stops at once)"
+    );
+    running.drain();
+    tokio::select! {
+        () = tokio::time::sleep(lame_duck) => {}
+        () = wait_for_signal() => {
+            tracing::info!("second signal: stopping now");
+            return Ok(());
+        }
+    }
+    tokio::select! {
+        () = running.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(5)) => {
+            tracing::warn!("graceful stop took over 5 s; exiting anyway");
+        }
+        () = wait_for_signal() => {}
+    }
     Ok(())
 }
 

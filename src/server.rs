@@ -53,6 +53,8 @@ pub struct Settings {
     pub udp_workers: usize,
     /// The HTTP admin listener, if any.
     pub admin_listen: Option<SocketAddr>,
+    /// Answering on with /ready at 503 after a stop signal, before stopping.
+    pub lame_duck: Duration,
 }
 
 /// One UDP worker per core.
@@ -128,6 +130,7 @@ impl Settings {
             tcp_idle_timeout: args.tcp_idle_timeout,
             udp_workers: args.udp_workers.unwrap_or_else(default_udp_workers),
             admin_listen: args.admin_listen.0,
+            lame_duck: args.lame_duck,
         }
     }
 }
@@ -156,6 +159,8 @@ pub struct Running {
     pub tcp: Vec<SocketAddr>,
     /// Where the admin listener is bound, if it runs.
     pub admin: Option<SocketAddr>,
+    /// Set once a stop signal came: `/ready` turns 503.
+    draining: Arc<std::sync::atomic::AtomicBool>,
     pub store: Arc<ZoneStore>,
     pub status: Arc<SyncStatus>,
     shutdown: CancellationToken,
@@ -164,6 +169,23 @@ pub struct Running {
 }
 
 impl Running {
+    /// Stopping: `/ready` answers 503 from now on; DNS keeps answering.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Resolves if an internal task (event stream, sync) ends on its own — a panic or a bug:
+    /// the process must not go on serving a zone nobody updates.
+    pub async fn task_failure(&mut self) -> String {
+        match self.tasks.join_next().await {
+            Some(Err(e)) if e.is_panic() => format!("an internal task panicked: {e}"),
+            Some(Err(e)) => format!("an internal task was cancelled: {e}"),
+            Some(Ok(())) => "an internal task ended".to_string(),
+            None => std::future::pending().await,
+        }
+    }
+
     /// Stop everything and wait for it.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
@@ -338,13 +360,17 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     tasks.spawn(
         Syncer::new(sync_cfg, client, store.clone(), status.clone()).run(rx, shutdown.clone()),
     );
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin = match settings.admin_listen {
         Some(addr) => {
             let bound = crate::admin::serve(
                 addr,
-                store.clone(),
-                status.clone(),
-                metrics,
+                crate::admin::Views {
+                    store: store.clone(),
+                    status: status.clone(),
+                    queries: metrics,
+                    draining: draining.clone(),
+                },
                 shutdown.clone(),
             )
             .await?;
@@ -355,6 +381,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     };
     Ok(Running {
         admin,
+        draining,
         udp: dns.udp.clone(),
         tcp: dns.tcp.clone(),
         store,
