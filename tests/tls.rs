@@ -355,3 +355,47 @@ async fn a_rotated_token_file_is_read_again_after_a_401() {
     let err = client.apps(&base).await.expect_err("stale token");
     assert!(err.to_string().contains("401"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_from_https_to_plain_http_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Behind the TLS proxy, a "standby" that redirects to a plain-http "leader".
+    let standby = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let standby_addr = standby.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = standby.accept().await {
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/v2/apps\r\n\
+                      Content-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let pki = pki();
+    let (port, _) = tls_proxy(server_config(&pki, false), standby_addr).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write(dir.path(), "ca.pem", &pki.ca_pem);
+    let url = format!("https://127.0.0.1:{port}");
+    let s = settings_from_flags(&[
+        "--marathon",
+        &url,
+        "--marathon-ca-file",
+        &ca,
+        "--marathon-token",
+        "secret-token",
+    ]);
+    let client = server::marathon_client(&s).expect("client");
+    let base = reqwest::Url::parse(&format!("{url}/")).expect("url");
+    let err = client.apps(&base).await.expect_err("downgrade");
+    assert!(
+        matches!(
+            err,
+            marathon_dns::marathon::client::ClientError::Downgrade { .. }
+        ),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("secret-token"));
+}

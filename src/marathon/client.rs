@@ -73,7 +73,7 @@ pub enum ClientError {
     Scheme(String),
     #[error("{from} redirects to plain http ({to}); refused so that credentials stay under TLS")]
     Downgrade { from: String, to: String },
-    #[error("TLS to Marathon: {0}")]
+    #[error("TLS to Marathon")]
     Tls(#[from] TlsError),
     #[error("request to {url} failed: {reason}")]
     Http { url: String, reason: String },
@@ -704,6 +704,36 @@ mod tests {
             )
             .await;
         assert!(matches!(got, Err(ClientError::Scheme(_))), "{got:?}");
+    }
+
+    #[test]
+    fn tls_settings_errors_name_the_file() {
+        assert!(rustls_config(&TlsConfig::default()).is_ok());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("absent.pem");
+        let err = rustls_config(&TlsConfig {
+            ca_file: Some(missing.clone()),
+            ..TlsConfig::default()
+        })
+        .expect_err("missing CA file");
+        assert!(
+            matches!(&err, TlsError::Read { path, .. } if *path == missing),
+            "{err}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let err = rustls_config(&TlsConfig {
+            ca_file: Some(empty.clone()),
+            ..TlsConfig::default()
+        })
+        .expect_err("no certificate");
+        assert!(err.to_string().contains("empty.pem"), "{err}");
+        let err = rustls_config(&TlsConfig {
+            client_cert: Some(empty),
+            ..TlsConfig::default()
+        })
+        .expect_err("certificate without key");
+        assert!(matches!(err, TlsError::HalfIdentity));
     }
 
     #[test]
