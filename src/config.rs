@@ -157,7 +157,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MARATHON_DNS_CREDENTIALS", hide_env_values = true)]
     pub marathon_credentials: Option<String>,
 
-    /// File holding `user:password` for HTTP basic auth.
+    /// File holding `user:password` for HTTP basic auth (read again when Marathon answers 401).
     #[arg(long, env = "MARATHON_DNS_CREDENTIALS_FILE")]
     pub marathon_credentials_file: Option<PathBuf>,
 
@@ -165,9 +165,29 @@ pub struct ServeArgs {
     #[arg(long, env = "MARATHON_DNS_TOKEN", hide_env_values = true)]
     pub marathon_token: Option<String>,
 
-    /// File holding the DC/OS token.
+    /// File holding the DC/OS token (read again when Marathon answers 401).
     #[arg(long, env = "MARATHON_DNS_TOKEN_FILE")]
     pub marathon_token_file: Option<PathBuf>,
+
+    /// PEM file of CA certificates trusted for an https Marathon, besides the system roots.
+    #[arg(long, env = "MARATHON_DNS_MARATHON_CA_FILE")]
+    pub marathon_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate (chain) for mutual TLS with Marathon; needs --marathon-client-key.
+    #[arg(
+        long,
+        env = "MARATHON_DNS_MARATHON_CLIENT_CERT",
+        requires = "marathon_client_key"
+    )]
+    pub marathon_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --marathon-client-cert.
+    #[arg(
+        long,
+        env = "MARATHON_DNS_MARATHON_CLIENT_KEY",
+        requires = "marathon_client_cert"
+    )]
+    pub marathon_client_key: Option<PathBuf>,
 
     /// Largest UDP response, whatever the client advertises (e.g. 1232 to avoid IP
     /// fragmentation). Default: the client's EDNS size, in full.

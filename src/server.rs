@@ -18,7 +18,9 @@ use crate::cluster::Cluster;
 use crate::config::ServeArgs;
 use crate::dns::handler::AnswerOptions;
 use crate::dns::listen::{self, BindError};
-use crate::marathon::client::{self, Auth, ClientConfig, ClientError, MarathonClient};
+use crate::marathon::client::{
+    self, Auth, AuthFile, ClientConfig, ClientError, MarathonClient, TlsConfig,
+};
 use crate::marathon::stream;
 use crate::resolve::HostCache;
 use crate::serial_file::SerialFileError;
@@ -35,6 +37,10 @@ use crate::zone::zonefile::{self, ZoneFileError};
 pub struct Settings {
     pub marathon: Vec<String>,
     pub auth: Option<Auth>,
+    /// The file `auth` was read from, read again after a 401.
+    pub auth_file: Option<AuthFile>,
+    /// TLS to an https Marathon: extra CA, client identity.
+    pub tls: TlsConfig,
     pub leader_lookup: bool,
     pub listen: Vec<SocketAddr>,
     pub zone: String,
@@ -109,13 +115,40 @@ impl Settings {
             (None, Some(t)) => Some(Auth::Token(t)),
             (None, None) => None,
         };
-        Ok(Self::with_auth(args, auth))
+        let mut settings = Self::with_auth(args, auth);
+        // Only a secret that came from a file can change; an inline one wins over its file.
+        settings.auth_file = match (args, &settings.auth) {
+            (
+                ServeArgs {
+                    marathon_token: None,
+                    marathon_token_file: Some(path),
+                    ..
+                },
+                Some(Auth::Token(_)),
+            ) => Some(AuthFile::Token(path.clone())),
+            (
+                ServeArgs {
+                    marathon_credentials: None,
+                    marathon_credentials_file: Some(path),
+                    ..
+                },
+                Some(Auth::Basic { .. }),
+            ) => Some(AuthFile::Credentials(path.clone())),
+            _ => None,
+        };
+        Ok(settings)
     }
 
     fn with_auth(args: &ServeArgs, auth: Option<Auth>) -> Self {
         Self {
             marathon: args.marathon.clone(),
             auth,
+            auth_file: None,
+            tls: TlsConfig {
+                ca_file: args.marathon_ca_file.clone(),
+                client_cert: args.marathon_client_cert.clone(),
+                client_key: args.marathon_client_key.clone(),
+            },
             leader_lookup: !args.no_leader_lookup,
             listen: args.listen.clone(),
             zone: args.zone.clone(),
@@ -276,6 +309,8 @@ pub fn marathon_client(settings: &Settings) -> Result<MarathonClient, StartError
     }
     let mut urls = Vec::new();
     let mut auth = settings.auth.clone();
+    // A file is read again only for the credentials it gave (not for a URL's user info).
+    let auth_file = auth.is_some().then(|| settings.auth_file.clone()).flatten();
     for raw in &settings.marathon {
         let (url, url_auth) = client::parse_url(raw)?;
         urls.push(url);
@@ -284,8 +319,10 @@ pub fn marathon_client(settings: &Settings) -> Result<MarathonClient, StartError
     Ok(MarathonClient::new(ClientConfig {
         urls,
         auth,
+        auth_file,
         leader_lookup: settings.leader_lookup,
         request_timeout: Duration::from_secs(10),
+        tls: settings.tls.clone(),
     })?)
 }
 
@@ -409,6 +446,7 @@ mod tests {
         };
         let s = Settings::from_args(&args).expect("settings");
         assert_eq!(s.auth, Some(Auth::Token("t0ken".into())));
+        assert_eq!(s.auth_file, Some(AuthFile::Token(file.clone())));
         assert_eq!(s.udp_workers, 3);
         let d = Settings::new(vec!["http://m1:8080".into()]);
         assert_eq!((s.listen, s.ttl, s.zone), (d.listen, d.ttl, d.zone));

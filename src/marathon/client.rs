@@ -4,13 +4,23 @@
 //!
 //! Credentials are attached by hand to every request, including after a redirect (reqwest
 //! would strip `Authorization` on a cross-host redirect; Marathon needs it re-sent to the
-//! leader). https is refused at every hop (no TLS is built in). Credentials never appear in
-//! logs or errors: [`Auth`]'s `Debug` is redacted and URLs carry no user info.
+//! leader). A redirect from https to plain http is refused, so credentials never leave TLS.
+//! When Marathon answers 401 and the credentials came from a file, the file is read again
+//! and the request retried once (an expiring DC/OS token is rotated on disk). Credentials
+//! never appear in logs or errors: [`Auth`]'s `Debug` is redacted and URLs carry no user info.
+//!
+//! TLS is rustls with the `ring` provider, built here (not by reqwest) so that the provider,
+//! the roots (the system store plus `--marathon-ca-file`) and the client certificate are
+//! chosen in one place; the REST and the streaming client share it.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use reqwest::{StatusCode, Url, header};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::convert::{self, AppSink, CollectApps, DecodeError};
 use crate::cluster::{App, ServiceApp};
@@ -59,11 +69,12 @@ impl Auth {
 pub enum ClientError {
     #[error("invalid Marathon URL {0:?}")]
     BadUrl(String),
-    #[error(
-        "Marathon URL {0:?}: https is not supported (no TLS built in); use http inside the \
-         cluster or terminate TLS in front of Marathon"
-    )]
-    Https(String),
+    #[error("Marathon URL {0:?}: only http and https are supported")]
+    Scheme(String),
+    #[error("{from} redirects to plain http ({to}); refused so that credentials stay under TLS")]
+    Downgrade { from: String, to: String },
+    #[error("TLS to Marathon")]
+    Tls(#[from] TlsError),
     #[error("request to {url} failed: {reason}")]
     Http { url: String, reason: String },
     #[error("{url} answered HTTP {status}")]
@@ -78,14 +89,156 @@ pub enum ClientError {
     BadCredentials,
 }
 
+/// Why the TLS settings do not make a TLS client.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a PEM file of the expected kind: {reason}", path.display())]
+    Pem { path: PathBuf, reason: String },
+    #[error("{}: no certificate in it", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: certificate not usable as a trust anchor", path.display())]
+    BadCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("--marathon-client-cert and --marathon-client-key must be given together")]
+    HalfIdentity,
+    #[error("the client certificate and key are not usable")]
+    Identity(#[source] rustls::Error),
+    #[error("the TLS protocol versions are not supported by the crypto provider")]
+    Protocol(#[source] rustls::Error),
+}
+
+/// TLS settings: extra trust and an optional client identity (mutual TLS). The system's
+/// root store is always trusted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates trusted in addition to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to Marathon.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+}
+
+/// Where the credentials came from, so they can be read again after a 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFile {
+    /// `--marathon-token-file`.
+    Token(PathBuf),
+    /// `--marathon-credentials-file` (`user:password`).
+    Credentials(PathBuf),
+}
+
+impl AuthFile {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Token(p) | Self::Credentials(p) => p,
+        }
+    }
+
+    /// Read the file again. The error never includes its content.
+    async fn read(&self) -> Result<Auth, String> {
+        let text = tokio::fs::read_to_string(self.path())
+            .await
+            .map_err(|e| e.to_string())?;
+        match self {
+            Self::Token(_) => Ok(Auth::Token(text.trim().to_string())),
+            Self::Credentials(_) => {
+                Auth::basic(text.trim()).ok_or_else(|| "not user:password".to_string())
+            }
+        }
+    }
+}
+
 /// Settings of the Marathon client.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub urls: Vec<Url>,
     pub auth: Option<Auth>,
+    /// Re-read after a 401 (replacing `auth`).
+    pub auth_file: Option<AuthFile>,
     /// Look up `/v2/leader`; off means "use the configured URLs as they are".
     pub leader_lookup: bool,
     pub request_timeout: Duration,
+    pub tls: TlsConfig,
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read_file(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The rustls client configuration: the `ring` provider, the system roots plus the CA file,
+/// and the client identity if any.
+pub fn rustls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::debug!("system root store: {e}");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!("{added} system root certificates ({ignored} unusable)");
+    if let Some(path) = &tls.ca_file {
+        for cert in pem_certs(path)? {
+            roots.add(cert).map_err(|source| TlsError::BadCa {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Protocol)?
+        .with_root_certificates(roots);
+    let mut config = match (&tls.client_cert, &tls.client_key) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert), Some(key)) => {
+            let chain = pem_certs(cert)?;
+            let key_pem = read_file(key)?;
+            // The parse error is generic on purpose: it must not quote the key.
+            let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
+                path: key.clone(),
+                reason: match e {
+                    rustls::pki_types::pem::Error::NoItemsFound => "no private key in it".into(),
+                    _ => "unreadable private key".into(),
+                },
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(TlsError::Identity)?
+        }
+        _ => return Err(TlsError::HalfIdentity),
+    };
+    // Marathon speaks HTTP/1.1 (the client is built without HTTP/2).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Parse a configured Marathon URL. User info in it becomes basic auth and is removed from the
@@ -97,8 +250,8 @@ pub fn parse_url(raw: &str) -> Result<(Url, Option<Auth>), ClientError> {
         format!("http://{raw}")
     };
     let mut url = Url::parse(&with_scheme).map_err(|_| ClientError::BadUrl(redact(raw)))?;
-    if url.scheme() != "http" {
-        return Err(ClientError::Https(redact(raw)));
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ClientError::Scheme(redact(raw)));
     }
     // The URL keeps user info percent-encoded; Marathon wants the real characters.
     let decode = |s: &str| {
@@ -157,45 +310,100 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[derive(Debug, Clone)]
 pub struct MarathonClient {
     http: reqwest::Client,
+    tls: rustls::ClientConfig,
     cfg: ClientConfig,
+    /// The credentials in use: `cfg.auth`, or what the credentials file said after a 401.
+    /// Shared with the streaming client, so one re-read serves both.
+    auth: Arc<Mutex<Option<Auth>>>,
 }
 
 const MAX_REDIRECTS: usize = 3;
 
+fn http_client(
+    tls: &rustls::ClientConfig,
+    timeouts: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, ClientError> {
+    timeouts(
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .tls_backend_preconfigured(tls.clone()),
+    )
+    .build()
+    .map_err(|e| ClientError::Http {
+        url: String::new(),
+        reason: chain(&e),
+    })
+}
+
 impl MarathonClient {
     pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(cfg.request_timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ClientError::Http {
-                url: String::new(),
-                reason: chain(&e),
-            })?;
-        Ok(Self { http, cfg })
+        let tls = rustls_config(&cfg.tls)?;
+        let timeout = cfg.request_timeout;
+        let http = http_client(&tls, |b| b.timeout(timeout))?;
+        Ok(Self {
+            http,
+            tls,
+            auth: Arc::new(Mutex::new(cfg.auth.clone())),
+            cfg,
+        })
     }
 
-    pub fn auth(&self) -> Option<&Auth> {
-        self.cfg.auth.as_ref()
+    /// The credentials in use.
+    pub fn auth(&self) -> Option<Auth> {
+        self.auth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The same client for a long-lived stream: no overall request timeout, but a connection
-    /// that stays silent for `read_timeout` fails.
+    /// that stays silent for `read_timeout` fails. Same TLS settings and credentials.
     pub fn for_streaming(&self, read_timeout: Duration) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(read_timeout)
-            .build()
-            .map_err(|e| ClientError::Http {
-                url: String::new(),
-                reason: chain(&e),
-            })?;
+        let http = http_client(&self.tls, |b| b.read_timeout(read_timeout))?;
         Ok(Self {
             http,
+            tls: self.tls.clone(),
             cfg: self.cfg.clone(),
+            auth: Arc::clone(&self.auth),
         })
+    }
+
+    /// After a 401: read the credentials file again. `true` if it now says something else
+    /// (then the request is worth one retry).
+    async fn reread_auth(&self) -> bool {
+        let Some(file) = &self.cfg.auth_file else {
+            return false;
+        };
+        match file.read().await {
+            Ok(fresh) => {
+                let mut current = self
+                    .auth
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if current.as_ref() == Some(&fresh) {
+                    tracing::warn!(
+                        "Marathon answered 401 and {} is unchanged",
+                        file.path().display()
+                    );
+                    false
+                } else {
+                    tracing::info!(
+                        "Marathon answered 401: using the new credentials from {}",
+                        file.path().display()
+                    );
+                    *current = Some(fresh);
+                    true
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "Marathon answered 401 and {} cannot be read again: {e}",
+                    file.path().display()
+                );
+                false
+            }
+        }
     }
 
     /// GET, following redirects by hand (re-sending credentials): the body as text.
@@ -227,23 +435,48 @@ impl MarathonClient {
     }
 
     /// GET `url` with `headers` and the credentials, following redirects by hand: the
-    /// credentials are re-sent to wherever a standby points, and https is refused at every
-    /// hop. The first answer that is not a redirect, whatever its status, body unread, and
-    /// the URL that gave it.
+    /// credentials are re-sent to wherever a standby points, never from https to http. On a
+    /// 401 with credentials from a file, the file is read again and, if it changed, the
+    /// request made once more. The first answer that is not a redirect, whatever its status,
+    /// body unread, and the URL that gave it.
     pub async fn get_following(
+        &self,
+        url: Url,
+        headers: header::HeaderMap,
+    ) -> Result<(Url, reqwest::Response), ClientError> {
+        let (answered, resp) = self
+            .get_following_once(url.clone(), headers.clone())
+            .await?;
+        if resp.status() == StatusCode::UNAUTHORIZED && self.reread_auth().await {
+            return self.get_following_once(url, headers).await;
+        }
+        Ok((answered, resp))
+    }
+
+    async fn get_following_once(
         &self,
         url: Url,
         mut headers: header::HeaderMap,
     ) -> Result<(Url, reqwest::Response), ClientError> {
-        if let Some(auth) = &self.cfg.auth {
+        if let Some(auth) = self.auth() {
             let value = header::HeaderValue::from_str(&auth.header_value())
                 .map_err(|_| ClientError::BadCredentials)?;
             headers.insert(header::AUTHORIZATION, value);
         }
         let mut url = url;
+        // The last https URL on the way, if any: no plain http after it.
+        let mut tls_from: Option<String> = None;
         for _ in 0..=MAX_REDIRECTS {
-            if url.scheme() != "http" {
-                return Err(ClientError::Https(redact(url.as_str())));
+            match url.scheme() {
+                "https" => tls_from = Some(redact(url.as_str())),
+                "http" if tls_from.is_some() => {
+                    return Err(ClientError::Downgrade {
+                        from: tls_from.unwrap_or_default(),
+                        to: redact(url.as_str()),
+                    });
+                }
+                "http" => {}
+                _ => return Err(ClientError::Scheme(redact(url.as_str()))),
             }
             let req = self.http.get(url.clone()).headers(headers.clone());
             let resp = req.send().await.map_err(|e| ClientError::Http {
@@ -425,14 +658,16 @@ mod tests {
             .expect_err("bad port")
             .to_string();
         assert!(!err.contains("ss@") && !err.contains("p@"), "{err}");
+        let (url, _) = parse_url("https://m1:8443").expect("https parses");
+        assert_eq!(url.as_str(), "https://m1:8443/");
         assert!(matches!(
-            parse_url("https://m1:8443"),
-            Err(ClientError::Https(_))
+            parse_url("ftp://m1:21"),
+            Err(ClientError::Scheme(_))
         ));
     }
 
     #[tokio::test]
-    async fn a_redirect_to_https_is_refused() {
+    async fn a_redirect_to_another_scheme_is_refused() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -444,7 +679,7 @@ mod tests {
                 let _ = s.read(&mut buf).await;
                 let _ = s
                     .write_all(
-                        b"HTTP/1.1 302 Found\r\nLocation: https://leader:8443/v2/events\r\n\
+                        b"HTTP/1.1 302 Found\r\nLocation: ftp://leader:8443/v2/events\r\n\
                           Content-Length: 0\r\nConnection: close\r\n\r\n",
                     )
                     .await;
@@ -454,8 +689,10 @@ mod tests {
         let client = MarathonClient::new(ClientConfig {
             urls: vec![url.clone()],
             auth,
+            auth_file: None,
             leader_lookup: false,
             request_timeout: Duration::from_secs(5),
+            tls: TlsConfig::default(),
         })
         .expect("client")
         .for_streaming(Duration::from_secs(5))
@@ -466,7 +703,37 @@ mod tests {
                 header::HeaderMap::new(),
             )
             .await;
-        assert!(matches!(got, Err(ClientError::Https(_))), "{got:?}");
+        assert!(matches!(got, Err(ClientError::Scheme(_))), "{got:?}");
+    }
+
+    #[test]
+    fn tls_settings_errors_name_the_file() {
+        assert!(rustls_config(&TlsConfig::default()).is_ok());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("absent.pem");
+        let err = rustls_config(&TlsConfig {
+            ca_file: Some(missing.clone()),
+            ..TlsConfig::default()
+        })
+        .expect_err("missing CA file");
+        assert!(
+            matches!(&err, TlsError::Read { path, .. } if *path == missing),
+            "{err}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let err = rustls_config(&TlsConfig {
+            ca_file: Some(empty.clone()),
+            ..TlsConfig::default()
+        })
+        .expect_err("no certificate");
+        assert!(err.to_string().contains("empty.pem"), "{err}");
+        let err = rustls_config(&TlsConfig {
+            client_cert: Some(empty),
+            ..TlsConfig::default()
+        })
+        .expect_err("certificate without key");
+        assert!(matches!(err, TlsError::HalfIdentity));
     }
 
     #[test]

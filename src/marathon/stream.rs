@@ -1,6 +1,7 @@
 //! The `/v2/events` Server-Sent-Events stream: connect to the leader (through
-//! [`MarathonClient::get_following`], so a standby's 302, credentials and the https refusal are
-//! handled as for every other request), decode events, reconnect with jittered backoff.
+//! [`MarathonClient::get_following`], so a standby's 302, credentials, their re-read after a
+//! 401 and TLS are handled as for every other request: the same rustls settings, roots and
+//! client certificate), decode events, reconnect with jittered backoff.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -290,7 +291,7 @@ async fn connect_once(
                 return format!("event stream at {base} answered HTTP {}", resp.status());
             }
             Err(SseError::Transport(e)) => {
-                // The client's own error (unreachable, https, too many redirects …).
+                // The client's own error (unreachable, TLS, too many redirects …).
                 return format!("event stream at {base} failed: {}", e.inner());
             }
             Err(SseError::Eof) => return format!("event stream at {base} closed"),
