@@ -46,8 +46,7 @@ fn start(sim: &Simulator, lame_duck: &str) -> Server {
     });
     let addr_after = |line: &str, marker: &str| -> Option<SocketAddr> {
         let rest = line.split(marker).nth(1)?;
-        rest.split(|c: char| c == ' ' || c == '/')
-            .find_map(|w| w.parse().ok())
+        rest.split([' ', '/']).find_map(|w| w.parse().ok())
     };
     let (mut dns, mut admin) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(20);
