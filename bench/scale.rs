@@ -355,6 +355,8 @@ fn dnsperf(port: u16, queries: &Path, secs: u64, pid: u32) -> (f64, f64, f64, f6
 }
 
 fn main() {
+    // reqwest is built without a process-wide TLS provider (the library configures its own).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let a = args();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

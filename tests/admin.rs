@@ -10,9 +10,7 @@ use marathon_dns::server;
 use marathon_dns::sim::{SimApp, SimNetwork, SimPort, Simulator};
 
 async fn get(url: &str) -> (u16, String) {
-    let resp = reqwest::get(url).await.expect("admin answers");
-    let code = resp.status().as_u16();
-    (code, resp.text().await.expect("body"))
+    http_get(url).await.expect("admin answers")
 }
 
 /// The value of an unlabelled metric.

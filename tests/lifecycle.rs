@@ -64,8 +64,9 @@ fn start(sim: &Simulator, lame_duck: &str) -> Server {
 }
 
 async fn ready(admin: SocketAddr) -> Option<u16> {
-    let resp = reqwest::get(format!("http://{admin}/ready")).await.ok()?;
-    Some(resp.status().as_u16())
+    http_get(&format!("http://{admin}/ready"))
+        .await
+        .map(|(status, _)| status)
 }
 
 fn signal(child: &Child) {

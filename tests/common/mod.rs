@@ -530,3 +530,24 @@ pub async fn served_by(port: u16, host: &str) -> Option<u16> {
         .ok()?;
     out.split("served-by ").nth(1)?.trim().parse().ok()
 }
+
+/// A plain HTTP/1.0 GET of `http://HOST:PORT/PATH`: status and body (`None` if nothing
+/// answers). No TLS stack involved: the admin listener is plain HTTP on loopback.
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = TcpStream::connect(host).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    tokio::time::timeout(TIMEOUT, s.read_to_string(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
