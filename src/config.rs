@@ -38,6 +38,10 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// TOML file whose keys are the long flag names (docs/examples/marathon-dns.toml); flags
+    /// and environment variables win over it.
+    #[arg(long, env = "MARATHON_DNS_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Log format on stderr: `text` for people, `json` (one object per line) for collectors.
     /// The filter is `RUST_LOG` (default `info`, hickory's per-query lines quiet).
     #[arg(long, env = "MARATHON_DNS_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
@@ -56,6 +60,9 @@ pub enum Command {
     /// Print a per-host HAProxy configuration from Marathon's app definitions: a frontend on
     /// each service port, a backend following the port's SRV name (docs/haproxy.md).
     HaproxyConfig(HaproxyArgs),
+    /// Check the configuration (file, flags, environment) and the zone files, then exit: 0
+    /// when all is well, else the first problem as `file:line: reason`.
+    CheckConfig(ServeArgs),
 }
 
 /// `marathon-dns haproxy-config`.

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod backoff;
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod dns;
 pub mod haproxy;
 pub mod marathon;

@@ -92,6 +92,22 @@ async fn dev(args: &DevArgs) -> Result<()> {
     Ok(())
 }
 
+/// Validate the configuration (file, flags, environment) and the zone files; exit non-zero
+/// with the first problem.
+fn check_config(args: &ServeArgs) -> Result<()> {
+    let settings = Settings::from_args(args)?;
+    server::marathon_client(&settings)?;
+    let (store, _) = server::initial_zones(&settings)?;
+    println!(
+        "configuration OK: Marathon {}, zone {} ({} static zone files in {})",
+        settings.marathon.len(),
+        settings.zone,
+        store.static_zones(),
+        settings.zones_dir.display()
+    );
+    Ok(())
+}
+
 async fn haproxy_config(args: &HaproxyArgs) -> Result<()> {
     let settings = Settings::from_args(&args.serve)?;
     let client = server::marathon_client(&settings)?;
@@ -133,10 +149,38 @@ async fn export_zone(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // `--config FILE` fills the flags' environment variables that are not set, before any
+    // thread exists (flags, then the environment, then the file, then the defaults).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(path) = marathon_dns::config_file::requested(&args) {
+        match marathon_dns::config_file::load(&path) {
+            Ok(vars) => {
+                for (key, value) in vars {
+                    if std::env::var_os(&key).is_none() {
+                        // SAFETY: single-threaded still: no runtime, no thread started yet.
+                        unsafe { std::env::set_var(key, value) };
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("marathon-dns: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
     let cli = Cli::parse();
-    match run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("marathon-dns: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One clear line (with causes), no backtrace: this is an operator's message.
@@ -162,6 +206,7 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Dev(args)) => dev(args).await,
         Some(Command::Export(args)) => export_zone(args).await,
         Some(Command::HaproxyConfig(args)) => haproxy_config(args).await,
+        Some(Command::CheckConfig(args)) => check_config(args),
         Some(Command::Serve(args)) => serve(args).await,
         None => serve(&cli.serve).await,
     }

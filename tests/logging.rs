@@ -56,3 +56,53 @@ fn json_logs_are_one_object_per_line() {
         );
     }
 }
+
+/// The example configuration holds every flag of `serve` (as a key or a commented default),
+/// and `check-config` accepts it.
+#[test]
+fn example_config_lists_every_key_and_checks() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = format!("{root}/docs/examples/marathon-dns.toml");
+    let text = std::fs::read_to_string(&example).expect("example config");
+    let help = Command::new(env!("CARGO_BIN_EXE_marathon-dns"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in help
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|f| !matches!(*f, "config" | "log-format" | "help"))
+    {
+        assert!(
+            text.contains(&format!("{flag} =")) || text.contains(&format!("{flag} /")),
+            "docs/examples/marathon-dns.toml does not mention {flag}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_marathon-dns"))
+        .args(["check-config", "--config", &example])
+        .current_dir(root)
+        .env_remove("MARATHON_DNS_MARATHON")
+        .output()
+        .expect("check-config runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+
+    // A bad file: non-zero, with file:line.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "marathon = [\"http://m:8080\"]\nttl = \"five\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_marathon-dns"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("check-config runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:2: ttl:"), "{err}");
+}

@@ -21,6 +21,11 @@ impl ZoneStore {
         }
     }
 
+    /// Number of static zones served beside the Marathon zone.
+    pub fn static_zones(&self) -> usize {
+        self.statics.len()
+    }
+
     /// The current Marathon zone.
     pub fn marathon(&self) -> Arc<ZoneSnapshot> {
         self.marathon.load_full()
