@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use marathon_dns::sim::{SimApp, SimNetwork, SimPort, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 struct Haproxy(Child);
 impl Drop for Haproxy {
@@ -27,42 +27,9 @@ impl Drop for Haproxy {
     }
 }
 
-/// An HTTP backend answering `served-by <port>`.
-async fn backend() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf).await;
-                let body = format!("served-by {port}");
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    port
-}
-
 /// One request through HAProxy; the backend port that served it.
 async fn through(frontend: u16) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", frontend)).await.ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
-        .await
-        .ok()?;
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out))
-        .await
-        .ok()?
-        .ok()?;
-    out.split("served-by ").nth(1)?.trim().parse().ok()
+    served_by(frontend, "web").await
 }
 
 async fn served_set(frontend: u16, n: usize) -> BTreeSet<u16> {
@@ -134,7 +101,7 @@ async fn haproxy_server_template_follows_marathon() {
     let mut ports = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..3 {
-        let p = backend().await;
+        let p = http_backend().await;
         ports.push(p);
         tasks.push(
             sim.start_task_with_ports("/web", "127.0.0.1", &[], Some(vec![p]))
@@ -214,7 +181,7 @@ async fn haproxy_server_template_follows_marathon() {
     .await;
 
     // Start a new task on a new dynamic port: it gets traffic.
-    let p = backend().await;
+    let p = http_backend().await;
     sim.start_task_with_ports("/web", "127.0.0.1", &[], Some(vec![p]))
         .expect("task");
     let mut now: BTreeSet<u16> = rest.clone();
@@ -562,7 +529,7 @@ async fn two_instances(sim: &Simulator) -> [marathon_dns::server::Running; 2] {
 /// Start a task of `app` with a real backend on its host port; marks it healthy when the
 /// app has health checks. (task id, port)
 async fn task_with_backend(sim: &Simulator, app: &str, healthy: bool) -> (String, u16) {
-    let p = backend().await;
+    let p = http_backend().await;
     let id = sim
         .start_task_with_ports(app, "127.0.0.1", &[], Some(vec![p]))
         .expect("task");
