@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::dns::metrics::DnsMetrics;
-use crate::sync::SyncStatus;
+use crate::sync::{Control, SyncStatus};
 use crate::zone::export;
 use crate::zone::name;
 use crate::zone::store::ZoneStore;
@@ -30,6 +30,8 @@ pub struct Views {
     pub queries: Arc<DnsMetrics>,
     /// A stop signal came: not ready any more.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Asks the sync task (the model's owner) for `/v1/apps`.
+    pub control: tokio::sync::mpsc::Sender<Control>,
 }
 
 type Admin = Views;
@@ -60,6 +62,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/v1/zone", get(zone))
         .route("/v1/records", get(records))
+        .route("/v1/apps", get(apps))
         .with_state(views);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -176,6 +179,26 @@ async fn metrics(State(a): State<Admin>) -> Response {
             "Zone versions published.",
             s.publishes(),
         ),
+        (
+            "resync_drift_apps_total",
+            "Apps periodic resyncs found different from what events had built (missed events).",
+            s.drift_apps(),
+        ),
+        (
+            "resync_drift_records_total",
+            "Records periodic resyncs added or removed (missed events).",
+            s.drift_records(),
+        ),
+        (
+            "reloads_total",
+            "Configuration reloads (SIGHUP).",
+            s.reloads(),
+        ),
+        (
+            "reload_failures_total",
+            "Reloads that failed (the previous configuration kept).",
+            s.failed_reloads(),
+        ),
     ] {
         metric(name, "counter", help, value.to_string());
     }
@@ -191,6 +214,32 @@ async fn zone(State(a): State<Admin>) -> Response {
         export::master_file(&a.store.marathon()),
     )
         .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct AppsQuery {
+    id: Option<String>,
+}
+
+/// The apps and tasks the model holds, as JSON (what Mesos-DNS had in `/v1/services`);
+/// `?id=/prod/web` for one app, 404 if Marathon has no such app.
+async fn apps(State(a): State<Admin>, Query(q): Query<AppsQuery>) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if a.control.send(Control::Apps(tx)).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    let Ok(mut apps) = rx.await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    };
+    if let Some(id) = &q.id {
+        let id = format!("/{}", id.trim_matches('/'));
+        apps.retain(|app| app.id == id);
+        let Some(app) = apps.pop() else {
+            return (StatusCode::NOT_FOUND, "no such app\n").into_response();
+        };
+        return axum::Json(app).into_response();
+    }
+    axum::Json(serde_json::json!({ "apps": apps })).into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -157,6 +157,48 @@ pub fn load(path: &Path) -> Result<Vec<(String, String)>, ConfigFileError> {
     Ok(out)
 }
 
+/// The `serve` settings as the command line `argv` gives them once the configuration file's
+/// content is `file_vars` (from [`load`]): what a SIGHUP reload applies. A flag's value comes,
+/// as at startup, from the command line, else from an environment variable the operator set,
+/// else from the file, else from its default. `file_owned` are the environment variables the
+/// file set at startup (they hold its old values, which must not count now).
+pub fn reparse(
+    argv: &[String],
+    file_owned: &std::collections::BTreeSet<String>,
+    file_vars: &[(String, String)],
+) -> Result<ServeArgs, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let from_file = |a: clap::Arg| {
+        let Some(env) = a.get_env().and_then(|e| e.to_str()).map(str::to_string) else {
+            return a;
+        };
+        // The operator's own environment still wins over the file.
+        if !file_owned.contains(&env) && std::env::var_os(&env).is_some() {
+            return a;
+        }
+        let a = a.env(None::<&'static str>);
+        match file_vars.iter().find(|(k, _)| *k == env) {
+            Some((_, value)) => match a.get_value_delimiter() {
+                Some(d) => {
+                    let values: Vec<String> = value.split(d).map(str::to_string).collect();
+                    a.default_values(values)
+                }
+                None => a.default_value(value.clone()),
+            },
+            None => a,
+        }
+    };
+    let cmd = crate::config::Cli::command()
+        .mut_args(from_file)
+        .mut_subcommand("serve", |c| c.mut_args(from_file));
+    let matches = cmd.try_get_matches_from(argv)?;
+    let cli = crate::config::Cli::from_arg_matches(&matches)?;
+    Ok(match cli.command {
+        Some(crate::config::Command::Serve(args)) => args,
+        _ => cli.serve,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +243,45 @@ mod tests {
         let (_d, path) = write("ttl = 5\nlisten = [\n");
         let e = load(&path).expect_err("syntax").to_string();
         assert!(e.contains("marathon-dns.toml:"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_takes_the_files_new_values_but_flags_still_win() {
+        let (_d, path) =
+            write("ttl = 7\ninclude-unhealthy = true\nmarathon = [\"http://m1:8080\"]\n");
+        let owned: std::collections::BTreeSet<String> = load(&path)
+            .expect("loads")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        std::fs::write(
+            &path,
+            "ttl = 9\nmarathon = [\"http://m1:8080\", \"http://m2:8080\"]\nresync-interval = \"1m\"\n",
+        )
+        .expect("rewrite");
+        let vars = load(&path).expect("loads again");
+        let argv: Vec<String> = ["marathon-dns", "--coalesce", "5ms"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let args = reparse(&argv, &owned, &vars).expect("parses");
+        assert_eq!(args.ttl, 9);
+        assert!(
+            !args.include_unhealthy,
+            "a key removed from the file is back to its default"
+        );
+        assert_eq!(args.marathon, ["http://m1:8080", "http://m2:8080"]);
+        assert_eq!(args.resync_interval, std::time::Duration::from_secs(60));
+        assert_eq!(
+            args.coalesce,
+            std::time::Duration::from_millis(5),
+            "the flag wins"
+        );
+        let argv: Vec<String> = ["marathon-dns", "serve", "--ttl", "3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let args = reparse(&argv, &owned, &vars).expect("parses");
+        assert_eq!((args.ttl, args.resync_interval.as_secs()), (3, 60));
     }
 }

@@ -26,35 +26,115 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn serve(args: &ServeArgs) -> Result<()> {
+/// Where a SIGHUP reload reads the settings again: the command line and, if given, the
+/// configuration file (whose startup values are in the environment variables it set).
+struct ReloadSource {
+    argv: Vec<String>,
+    config: Option<std::path::PathBuf>,
+    file_owned: std::collections::BTreeSet<String>,
+}
+
+impl ReloadSource {
+    fn settings(&self) -> Result<Settings> {
+        let vars = match &self.config {
+            Some(path) => marathon_dns::config_file::load(path)?,
+            None => Vec::new(),
+        };
+        let args = marathon_dns::config_file::reparse(&self.argv, &self.file_owned, &vars)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}",
+                    e.to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim_start_matches("error: ")
+                )
+            })?;
+        Ok(Settings::from_args(&args)?)
+    }
+}
+
+async fn reload(running: &mut server::Running, source: &ReloadSource) {
+    marathon_dns::notify::reloading();
+    let outcome = match source.settings() {
+        Ok(settings) => running.reload(&settings).await.map_err(anyhow::Error::from),
+        Err(e) => {
+            running.status.count_reload(false);
+            Err(e)
+        }
+    };
+    match outcome {
+        Ok(r) => {
+            tracing::info!(
+                serial = r.serial,
+                static_zones = r.static_zones,
+                credentials_changed = r.credentials_changed,
+                "reloaded the zone files, credentials and reloadable settings"
+            );
+            if !r.restart_needed.is_empty() {
+                tracing::warn!(
+                    "changed settings that only a restart applies (kept as they were): {}",
+                    r.restart_needed.join(", ")
+                );
+            }
+        }
+        Err(e) => tracing::error!("reload failed, everything stays as it was: {e:#}"),
+    }
+    marathon_dns::notify::notify("READY=1");
+}
+
+async fn serve(args: &ServeArgs, source: &ReloadSource) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registered once, before anything can arrive: a signal is never missed in between.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let settings = Settings::from_args(args)?;
     let lame_duck = settings.lame_duck;
     let mut running = server::start(settings).await?;
-    tokio::select! {
-        () = wait_for_signal() => {}
-        failure = running.task_failure() => {
-            // Exit non-zero so that the supervisor restarts the process.
-            anyhow::bail!("{failure}; exiting so that the supervisor restarts marathon-dns");
+    let status = running.status.clone();
+    let ready = async move {
+        status.wait_synced().await;
+        marathon_dns::notify::notify("READY=1\nSTATUS=serving the Marathon zone");
+    };
+    tokio::pin!(ready);
+    let mut notified = false;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&mut running, source).await,
+            () = &mut ready, if !notified => notified = true,
+            failure = running.task_failure() => {
+                // Exit non-zero so that the supervisor restarts the process.
+                anyhow::bail!("{failure}; exiting so that the supervisor restarts marathon-dns");
+            }
         }
     }
     tracing::info!(
         "stopping: /ready is 503, DNS answers for {lame_duck:?} more, then stops (a second signal stops at once)"
     );
+    marathon_dns::notify::notify("STOPPING=1");
     running.drain();
     tokio::select! {
         () = tokio::time::sleep(lame_duck) => {}
-        () = wait_for_signal() => {
-            tracing::info!("second signal: stopping now");
-            return Ok(());
-        }
+        _ = term.recv() => return second_signal(),
+        _ = int.recv() => return second_signal(),
     }
     tokio::select! {
         () = running.shutdown() => {}
         () = tokio::time::sleep(Duration::from_secs(5)) => {
             tracing::warn!("graceful stop took over 5 s; exiting anyway");
         }
-        () = wait_for_signal() => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
+    Ok(())
+}
+
+fn second_signal() -> Result<()> {
+    tracing::info!("second signal: stopping now");
     Ok(())
 }
 
@@ -153,13 +233,16 @@ fn main() -> std::process::ExitCode {
     // `--config FILE` fills the flags' environment variables that are not set, before any
     // thread exists (flags, then the environment, then the file, then the defaults).
     let args: Vec<String> = std::env::args().collect();
-    if let Some(path) = marathon_dns::config_file::requested(&args) {
-        match marathon_dns::config_file::load(&path) {
+    let config = marathon_dns::config_file::requested(&args);
+    let mut file_owned = std::collections::BTreeSet::new();
+    if let Some(path) = &config {
+        match marathon_dns::config_file::load(path) {
             Ok(vars) => {
                 for (key, value) in vars {
                     if std::env::var_os(&key).is_none() {
                         // SAFETY: single-threaded still: no runtime, no thread started yet.
-                        unsafe { std::env::set_var(key, value) };
+                        unsafe { std::env::set_var(&key, value) };
+                        file_owned.insert(key);
                     }
                 }
             }
@@ -180,7 +263,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let source = ReloadSource {
+        argv: args,
+        config,
+        file_owned,
+    };
+    match runtime.block_on(run(cli, &source)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One clear line (with causes), no backtrace: this is an operator's message.
@@ -190,7 +278,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli, source: &ReloadSource) -> Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn,eventsource_client=error"));
     let logs = tracing_subscriber::fmt()
@@ -207,7 +295,7 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Export(args)) => export_zone(args).await,
         Some(Command::HaproxyConfig(args)) => haproxy_config(args).await,
         Some(Command::CheckConfig(args)) => check_config(args),
-        Some(Command::Serve(args)) => serve(args).await,
-        None => serve(&cli.serve).await,
+        Some(Command::Serve(args)) => serve(args, source).await,
+        None => serve(&cli.serve, source).await,
     }
 }

@@ -24,7 +24,7 @@ use crate::marathon::client::{
 use crate::marathon::stream;
 use crate::resolve::HostCache;
 use crate::serial_file::SerialFileError;
-use crate::sync::{SyncConfig, SyncStatus, Syncer};
+use crate::sync::{Control, SyncConfig, SyncStatus, Syncer};
 use crate::zone::build::{self, SoaTemplate, ZoneConfig};
 use crate::zone::builder::ZoneBuilder;
 use crate::zone::export;
@@ -196,6 +196,10 @@ pub struct Running {
     draining: Arc<std::sync::atomic::AtomicBool>,
     pub store: Arc<ZoneStore>,
     pub status: Arc<SyncStatus>,
+    /// The settings in effect (a reload changes the reloadable ones).
+    settings: Settings,
+    client: MarathonClient,
+    control: mpsc::Sender<Control>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     dns: listen::DnsServer,
@@ -219,6 +223,51 @@ impl Running {
         }
     }
 
+    /// Apply `new` (a SIGHUP): the zone files (static zones and the Marathon zone's own
+    /// records and SOA), the credentials (files are read again), and the reloadable keys —
+    /// `ttl`, `include-unhealthy`, `resync-interval`, `coalesce`, `zones-dir`. Everything is
+    /// read and checked first: on any error nothing changes. Other keys that differ need a
+    /// restart; they are returned by name.
+    pub async fn reload(&mut self, new: &Settings) -> Result<Reloaded, StartError> {
+        let result = self.try_reload(new).await;
+        self.status.count_reload(result.is_ok());
+        result
+    }
+
+    async fn try_reload(&mut self, new: &Settings) -> Result<Reloaded, StartError> {
+        let mut next = self.settings.clone();
+        next.ttl = new.ttl;
+        next.include_unhealthy = new.include_unhealthy;
+        next.resync_interval = new.resync_interval;
+        next.coalesce = new.coalesce;
+        next.zones_dir = new.zones_dir.clone();
+        next.auth = new.auth.clone();
+        next.auth_file = new.auth_file.clone();
+        let (cfg, statics) = load_zones(&next)?;
+        // Built only to take its credentials: the same checks as at startup.
+        let fresh = marathon_client(&next)?;
+        let restart_needed = restart_needed(&self.settings, new);
+        let credentials_changed = self.client.take_auth_from(&fresh);
+        let static_zones = statics.len();
+        self.store.replace_statics(statics);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self
+            .control
+            .send(Control::Reconfigure(Box::new(cfg), tx))
+            .await;
+        let serial = match (sent, rx.await) {
+            (Ok(()), Ok(serial)) => serial,
+            _ => self.status.serial(),
+        };
+        self.settings = next;
+        Ok(Reloaded {
+            serial,
+            static_zones,
+            credentials_changed,
+            restart_needed,
+        })
+    }
+
     /// Stop everything and wait for it.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
@@ -228,24 +277,12 @@ impl Running {
 
     /// Wait until the first full sync from Marathon has been published.
     pub async fn wait_synced(&self) {
-        self.wait_for(SyncStatus::is_synced).await;
+        self.status.wait_synced().await;
     }
 
     /// Wait until the event stream is up and the resync that follows it is published.
     pub async fn wait_live(&self) {
-        self.wait_for(SyncStatus::is_live).await;
-    }
-
-    async fn wait_for(&self, done: impl Fn(&SyncStatus) -> bool) {
-        loop {
-            let changed = self.status.wait_change();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if done(&self.status) {
-                return;
-            }
-            changed.await;
-        }
+        self.status.wait_for(SyncStatus::is_live).await;
     }
 }
 
@@ -255,9 +292,58 @@ fn origin(zone: &str) -> Result<Name, StartError> {
     Ok(n.to_lowercase())
 }
 
-/// The zones to serve at startup: the Marathon zone (SOA + its static records) and every other
-/// static zone. Returns the sync settings for the Marathon zone too.
-pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), StartError> {
+/// What a reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The Marathon zone's serial after the reload.
+    pub serial: u32,
+    /// Static zones served beside the Marathon zone.
+    pub static_zones: usize,
+    pub credentials_changed: bool,
+    /// Keys that changed but take effect only at a restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// The keys that differ between `old` and `new` and that a reload cannot apply.
+fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |key: &'static str, differs: bool| {
+        if differs {
+            keys.push(key);
+        }
+    };
+    check("marathon", old.marathon != new.marathon);
+    check("listen", old.listen != new.listen);
+    check("zone", old.zone != new.zone);
+    check("no-leader-lookup", old.leader_lookup != new.leader_lookup);
+    check("marathon-ca-file", old.tls.ca_file != new.tls.ca_file);
+    check(
+        "marathon-client-cert",
+        old.tls.client_cert != new.tls.client_cert,
+    );
+    check(
+        "marathon-client-key",
+        old.tls.client_key != new.tls.client_key,
+    );
+    check("stream-timeout", old.stream_timeout != new.stream_timeout);
+    check(
+        "max-udp-payload",
+        old.max_udp_payload != new.max_udp_payload,
+    );
+    check("serial-file", old.serial_file != new.serial_file);
+    check(
+        "tcp-idle-timeout",
+        old.tcp_idle_timeout != new.tcp_idle_timeout,
+    );
+    check("udp-workers", old.udp_workers != new.udp_workers);
+    check("admin-listen", old.admin_listen != new.admin_listen);
+    check("lame-duck", old.lame_duck != new.lame_duck);
+    keys
+}
+
+/// Read `zones/`: the Marathon zone's settings (its zone file's SOA and records, or a
+/// default SOA and NS) and the other static zones.
+pub fn load_zones(settings: &Settings) -> Result<(SyncConfig, Vec<ZoneSnapshot>), StartError> {
     let origin = origin(&settings.zone)?;
     let mut statics = zonefile::load_dir(&settings.zones_dir)?;
     let own = statics
@@ -285,6 +371,17 @@ pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), Sta
         coalesce: settings.coalesce,
         serial_file: settings.serial_file.clone(),
     };
+    let others = statics
+        .into_iter()
+        .map(|z| ZoneSnapshot::new(z.soa, z.records))
+        .collect();
+    Ok((cfg, others))
+}
+
+/// The zones to serve at startup: the Marathon zone (SOA + its static records) and every other
+/// static zone. Returns the sync settings for the Marathon zone too.
+pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), StartError> {
+    let (cfg, others) = load_zones(settings)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -295,10 +392,6 @@ pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), Sta
     let serial = build::next_serial(last_serial, now);
     let marathon =
         ZoneBuilder::new(cfg.zone.clone(), cfg.soa.clone(), &cfg.statics, serial).snapshot(serial);
-    let others = statics
-        .into_iter()
-        .map(|z| ZoneSnapshot::new(z.soa, z.records))
-        .collect();
     Ok((ZoneStore::new(marathon, others), cfg))
 }
 
@@ -387,6 +480,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let status = Arc::new(SyncStatus::default());
     let shutdown = CancellationToken::new();
     let (tx, rx) = mpsc::channel(1024);
+    let (control, control_rx) = mpsc::channel(16);
     let mut tasks = JoinSet::new();
     tasks.spawn(stream::run(
         client.clone(),
@@ -395,7 +489,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         shutdown.clone(),
     ));
     tasks.spawn(
-        Syncer::new(sync_cfg, client, store.clone(), status.clone()).run(rx, shutdown.clone()),
+        Syncer::new(sync_cfg, client.clone(), store.clone(), status.clone()).run(
+            rx,
+            control_rx,
+            shutdown.clone(),
+        ),
     );
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin = match settings.admin_listen {
@@ -407,11 +505,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                     status: status.clone(),
                     queries: metrics,
                     draining: draining.clone(),
+                    control: control.clone(),
                 },
                 shutdown.clone(),
             )
             .await?;
-            info!("admin HTTP on http://{bound}/ (/health, /ready, /metrics, /v1/zone)");
+            info!(
+                "admin HTTP on http://{bound}/ (/health, /ready, /metrics, /v1/apps, /v1/records, /v1/zone)"
+            );
             Some(bound)
         }
         None => None,
@@ -423,6 +524,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         tcp: dns.tcp.clone(),
         store,
         status,
+        settings,
+        client,
+        control,
         shutdown,
         tasks,
         dns,

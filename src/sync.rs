@@ -37,6 +37,39 @@ pub struct SyncConfig {
     pub serial_file: Option<std::path::PathBuf>,
 }
 
+/// Requests to the sync task from the rest of the process (it alone owns the model).
+#[derive(Debug)]
+pub enum Control {
+    /// A reload: rebuild the Marathon zone with these settings (its zone file's records, SOA
+    /// and the reloadable keys) and publish it; answers with the new serial.
+    Reconfigure(Box<SyncConfig>, tokio::sync::oneshot::Sender<u32>),
+    /// The apps as the model has them now, for `/v1/apps`.
+    Apps(tokio::sync::oneshot::Sender<Vec<AppView>>),
+}
+
+/// One app as `/v1/apps` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AppView {
+    pub id: String,
+    /// The DNS name its A/AAAA records are at (before any clash handling).
+    pub name: Option<String>,
+    pub tasks: Vec<TaskView>,
+}
+
+/// One task as `/v1/apps` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub host: String,
+    pub state: String,
+    pub ip_addresses: Vec<std::net::IpAddr>,
+    pub ports: Vec<u16>,
+    /// Health-check results (`alive`), one per check.
+    pub health: Vec<bool>,
+    /// Published in DNS (running and healthy, or `--include-unhealthy`).
+    pub published: bool,
+}
+
 /// The sync task's state.
 pub struct Syncer {
     cfg: SyncConfig,
@@ -112,20 +145,30 @@ impl Syncer {
 
     /// Run until `shutdown`, consuming the stream's messages; the last serial is on disk
     /// when this returns.
-    pub async fn run(mut self, rx: mpsc::Receiver<StreamMessage>, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        rx: mpsc::Receiver<StreamMessage>,
+        control: mpsc::Receiver<Control>,
+        shutdown: CancellationToken,
+    ) {
         let saver = self.cfg.serial_file.clone().map(|path| {
             let (tx, rx) = tokio::sync::watch::channel(self.status.serial());
             self.serial_saver = Some(tx);
             tokio::spawn(save_serials(path, rx))
         });
-        self.follow(rx, shutdown).await;
+        self.follow(rx, control, shutdown).await;
         drop(self.serial_saver.take());
         if let Some(saver) = saver {
             let _ = saver.await;
         }
     }
 
-    async fn follow(&mut self, mut rx: mpsc::Receiver<StreamMessage>, shutdown: CancellationToken) {
+    async fn follow(
+        &mut self,
+        mut rx: mpsc::Receiver<StreamMessage>,
+        mut control: mpsc::Receiver<Control>,
+        shutdown: CancellationToken,
+    ) {
         // Snapshot at once (the stream may be slow to come up), and again on every connect.
         let mut next_resync: Option<Instant> = Some(Instant::now());
         // Failed resyncs are retried with jittered backoff (many instances after an outage
@@ -152,6 +195,15 @@ impl Syncer {
             let flush_sleep = flush_at.map(tokio::time::Instant::from_std);
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                Some(request) = control.recv() => match request {
+                    Control::Reconfigure(cfg, done) => {
+                        let serial = self.reconfigure(*cfg).await;
+                        let _ = done.send(serial);
+                    }
+                    Control::Apps(reply) => {
+                        let _ = reply.send(self.app_views());
+                    }
+                },
                 msg = rx.recv() => {
                     let Some(msg) = msg else { return };
                     match msg {
@@ -232,6 +284,73 @@ impl Syncer {
                 }
             }
         }
+    }
+
+    /// Rebuild the whole Marathon zone with new settings (a reload) and publish it at a new
+    /// serial, even if no record changed (the SOA may have). Returns the serial served.
+    async fn reconfigure(&mut self, mut cfg: SyncConfig) -> u32 {
+        // The serial file is not reloadable: its writer task holds the path.
+        cfg.serial_file = self.cfg.serial_file.clone();
+        let serial = self
+            .builder
+            .as_ref()
+            .map_or_else(|| self.store.marathon().serial(), ZoneBuilder::serial);
+        self.builder = Some(ZoneBuilder::new(
+            cfg.zone.clone(),
+            cfg.soa.clone(),
+            &cfg.statics,
+            serial,
+        ));
+        self.cfg = cfg;
+        let all: BTreeSet<AppId> = self.cluster.apps.keys().cloned().collect();
+        self.hosts
+            .resolve(&build::hosts_to_resolve(
+                self.cluster.apps.values(),
+                self.cfg.zone.include_unhealthy,
+            ))
+            .await;
+        let updated = if all.len() > BLOCKING_BUILD {
+            self.update_blocking(all).await
+        } else {
+            let hosts = &self.hosts;
+            let lookup = |h: &str| hosts.addresses(h);
+            self.builder
+                .as_mut()
+                .map(|b| b.update(&self.cluster, &all, &lookup))
+        };
+        let mut updated = updated.unwrap_or_default();
+        updated.changed = true;
+        self.publish(updated);
+        self.status.serial()
+    }
+
+    /// The model as `/v1/apps` shows it.
+    fn app_views(&self) -> Vec<AppView> {
+        let zone = self.cfg.zone.origin.to_ascii();
+        self.cluster
+            .apps
+            .values()
+            .map(|app| AppView {
+                id: app.id.to_string(),
+                name: crate::naming::app_name(&app.id, &zone),
+                tasks: app
+                    .tasks
+                    .values()
+                    .map(|t| TaskView {
+                        id: t.id.clone(),
+                        host: t.host.clone(),
+                        state: match &t.state {
+                            crate::cluster::TaskState::Running => "TASK_RUNNING".to_string(),
+                            crate::cluster::TaskState::NotRunning(s) => s.clone(),
+                        },
+                        ip_addresses: t.ip_addresses.clone(),
+                        ports: t.host_ports.clone(),
+                        health: t.health.clone(),
+                        published: app.is_eligible(t, self.cfg.zone.include_unhealthy),
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     fn on_event(&mut self, decoded: Decoded) {
@@ -362,16 +481,60 @@ impl Syncer {
         }
         self.refetch.clear();
         self.not_apps.clear();
+        let count = changed.len();
+        // What the snapshot alone changes, in apps no event during the fetch touched, is the
+        // drift: what the event stream had not told us. The others are built after the replay.
+        let touched: BTreeSet<AppId> = replayed
+            .iter()
+            .flat_map(|d| match d {
+                Decoded::Apply(event) => vec![event.app_id().clone()],
+                Decoded::Refetch(ids) => ids.clone(),
+            })
+            .collect();
+        let (drifted, explained): (BTreeSet<AppId>, BTreeSet<AppId>) =
+            changed.into_iter().partition(|id| !touched.contains(id));
+        self.dirty.extend(explained);
+        let drift_apps = drifted.len();
+        self.resolve_hosts_of(&drifted).await;
+        self.note_fingerprints(&drifted);
+        let mut updated = if drifted.len() > BLOCKING_BUILD {
+            self.update_blocking(drifted).await
+        } else {
+            let hosts = &self.hosts;
+            let lookup = |h: &str| hosts.addresses(h);
+            self.builder
+                .as_mut()
+                .map(|b| b.update(&self.cluster, &drifted, &lookup))
+        };
+        if let Some(u) = &updated
+            && self.status.is_synced()
+        {
+            self.status.count_drift(drift_apps, u.records_changed);
+            if u.records_changed > 0 {
+                info!(
+                    apps = drift_apps,
+                    records = u.records_changed,
+                    "resync corrected records that events had not (missed events)"
+                );
+            }
+        }
+        // Then the events that arrived while the snapshot was fetched.
         for decoded in replayed {
             self.on_event(decoded);
         }
-        changed.append(&mut self.dirty);
-        let count = changed.len();
-        let hosts = build::hosts_to_resolve(
-            changed.iter().filter_map(|id| self.cluster.apps.get(id)),
-            self.cfg.zone.include_unhealthy,
-        );
-        self.hosts.resolve(&hosts).await;
+        let dirty = std::mem::take(&mut self.dirty);
+        if !dirty.is_empty() {
+            self.resolve_hosts_of(&dirty).await;
+            self.note_fingerprints(&dirty);
+            let hosts = &self.hosts;
+            let lookup = |h: &str| hosts.addresses(h);
+            if let Some(b) = self.builder.as_mut() {
+                let more = b.update(&self.cluster, &dirty, &lookup);
+                let u = updated.get_or_insert_with(Updated::default);
+                u.changed |= more.changed;
+                u.new_warnings.extend(more.new_warnings);
+            }
+        }
         if !self.hosts.is_empty() {
             // Forget agents no app runs on any more (a scan of every task: only when some
             // agents have names rather than addresses).
@@ -381,16 +544,6 @@ impl Syncer {
             );
             self.hosts.retain(&all);
         }
-        self.note_fingerprints(&changed);
-        let updated = if changed.len() > BLOCKING_BUILD {
-            self.update_blocking(changed).await
-        } else {
-            let hosts = &self.hosts;
-            let lookup = |h: &str| hosts.addresses(h);
-            self.builder
-                .as_mut()
-                .map(|b| b.update(&self.cluster, &changed, &lookup))
-        };
         if let Some(updated) = updated {
             self.publish(updated);
         }
@@ -407,6 +560,17 @@ impl Syncer {
         self.status.mark_synced_now();
         release_freed_memory();
         changed
+    }
+
+    /// Resolve the agent names of these apps' tasks (cached).
+    async fn resolve_hosts_of(&mut self, ids: &BTreeSet<AppId>) {
+        let hosts = build::hosts_to_resolve(
+            ids.iter().filter_map(|id| self.cluster.apps.get(id)),
+            self.cfg.zone.include_unhealthy,
+        );
+        if !hosts.is_empty() {
+            self.hosts.resolve(&hosts).await;
+        }
     }
 
     /// A big update (the initial sync) on a blocking thread: at 100,000 tasks it is real CPU

@@ -145,3 +145,74 @@ async fn ready_metrics_and_zone_views() {
     sim.fail_rest(None);
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_view_shows_the_model() {
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_app(SimApp::new(
+        "/prod/web",
+        SimNetwork::Host,
+        vec![SimPort::tcp(Some("http"), 0)],
+    ));
+    let task = sim.start_task("/prod/web", "10.0.0.1", &[]).expect("task");
+    let running = start_against(&sim, |_| {}).await;
+    let base = format!("http://{}", running.admin.expect("admin listener"));
+    let (code, body) = get(&format!("{base}/v1/apps")).await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let app = &v["apps"][0];
+    assert_eq!(app["id"], "/prod/web");
+    assert_eq!(app["name"], "web.prod.marathon.local");
+    assert_eq!(app["tasks"][0]["id"], task.as_str());
+    assert_eq!(app["tasks"][0]["host"], "10.0.0.1");
+    assert_eq!(app["tasks"][0]["published"], true);
+    let (code, one) = get(&format!("{base}/v1/apps?id=/prod/web")).await;
+    assert_eq!(code, 200);
+    let one: serde_json::Value = serde_json::from_str(&one).expect("JSON");
+    assert_eq!(one["id"], "/prod/web");
+    assert_eq!(get(&format!("{base}/v1/apps?id=/nope")).await.0, 404);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_that_heals_missed_events_is_counted_as_drift() {
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_app(SimApp::new(
+        "/web",
+        SimNetwork::Host,
+        vec![SimPort::tcp(None, 0)],
+    ));
+    sim.start_task("/web", "10.0.0.1", &[]).expect("task");
+    let running = start_against(&sim, |s| {
+        s.resync_interval = std::time::Duration::from_millis(300);
+    })
+    .await;
+    running.wait_live().await;
+    let base = format!("http://{}", running.admin.expect("admin listener"));
+    let (_, text) = get(&format!("{base}/metrics")).await;
+    assert_eq!(
+        metric(&text, "marathon_dns_resync_drift_records_total"),
+        0.0
+    );
+    // An event the stream never delivers: only the next resync learns of the task.
+    sim.suppress_events(true);
+    sim.start_task("/web", "10.0.0.2", &[]).expect("task");
+    eventually("the resync heals the zone", || async {
+        let m = q(
+            running.udp[0],
+            "web.marathon.local",
+            hickory_proto::rr::RecordType::A,
+        )
+        .await;
+        rdata(&m, hickory_proto::rr::RecordType::A).len() == 2
+    })
+    .await;
+    let (_, text) = get(&format!("{base}/metrics")).await;
+    assert_eq!(metric(&text, "marathon_dns_resync_drift_apps_total"), 1.0);
+    // The new task's A record, its SRV record and its task label's A record.
+    assert!(
+        metric(&text, "marathon_dns_resync_drift_records_total") >= 3.0,
+        "{text}"
+    );
+    running.shutdown().await;
+}

@@ -4,77 +4,32 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use hickory_proto::rr::RecordType;
 use marathon_dns::sim::{SimApp, SimNetwork, SimPort, Simulator};
 
-struct Server {
-    child: Child,
-    dns: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start the binary against `sim`; its DNS and admin addresses from its log.
-fn start(sim: &Simulator, lame_duck: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_marathon-dns"))
-        .args(["serve", "--marathon", &sim.url(), "--lame-duck", lame_duck])
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--zones-dir", concat!(env!("CARGO_MANIFEST_DIR"), "/zones")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary runs");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr_after = |line: &str, marker: &str| -> Option<SocketAddr> {
-        let rest = line.split(marker).nth(1)?;
-        rest.split([' ', '/']).find_map(|w| w.parse().ok())
-    };
-    let (mut dns, mut admin) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while (dns.is_none() || admin.is_none()) && Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            dns = dns.or_else(|| addr_after(&line, "marathon.local on "));
-            admin = admin.or_else(|| addr_after(&line, "admin HTTP on http://"));
-        }
-    }
-    Server {
-        child,
-        dns: dns.expect("DNS address logged"),
-        admin: admin.expect("admin address logged"),
-    }
+/// Start the binary against `sim`.
+fn start(sim: &Simulator, lame_duck: &str) -> Daemon {
+    spawn_daemon(
+        &[
+            "--marathon",
+            &sim.url(),
+            "--lame-duck",
+            lame_duck,
+            "--zones-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/zones"),
+        ],
+        &[],
+    )
 }
 
 async fn ready(admin: SocketAddr) -> Option<u16> {
     http_get(&format!("http://{admin}/ready"))
         .await
         .map(|(status, _)| status)
-}
-
-fn signal(child: &Child) {
-    let pid = i32::try_from(child.id()).expect("pid");
-    // SAFETY: sending SIGTERM to our own child process.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
 }
 
 fn sim_app(sim: &Simulator) {
@@ -93,7 +48,7 @@ async fn sigterm_drains_then_exits_zero() {
     let mut server = start(&sim, "1500ms");
     eventually("ready", || async { ready(server.admin).await == Some(200) }).await;
 
-    signal(&server.child);
+    server.signal(libc::SIGTERM);
     let t0 = Instant::now();
     eventually("not ready after SIGTERM", || async {
         ready(server.admin).await == Some(503)
@@ -131,13 +86,13 @@ async fn a_second_signal_stops_at_once() {
     sim_app(&sim);
     let mut server = start(&sim, "60s");
     eventually("ready", || async { ready(server.admin).await == Some(200) }).await;
-    signal(&server.child);
+    server.signal(libc::SIGTERM);
     eventually("draining", || async {
         ready(server.admin).await == Some(503)
     })
     .await;
     let t0 = Instant::now();
-    signal(&server.child);
+    server.signal(libc::SIGTERM);
     let status = loop {
         if let Some(status) = server.child.try_wait().expect("wait") {
             break status;

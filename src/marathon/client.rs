@@ -369,6 +369,23 @@ impl MarathonClient {
         })
     }
 
+    /// Use the credentials `other` was built with from now on (a reload). `true` if they
+    /// differ from the current ones.
+    pub fn take_auth_from(&self, other: &MarathonClient) -> bool {
+        let fresh = other
+            .auth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut current = self
+            .auth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = *current != fresh;
+        *current = fresh;
+        changed
+    }
+
     /// After a 401: read the credentials file again. `true` if it now says something else
     /// (then the request is worth one retry).
     async fn reread_auth(&self) -> bool {

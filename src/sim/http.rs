@@ -137,6 +137,7 @@ async fn handle(mut stream: TcpStream, node: Arc<Node>) {
         return;
     };
     *lock(&node.requests).entry(req.path.clone()).or_default() += 1;
+    *lock(&node.last_auth) = req.header("Authorization").map(str::to_string);
     let behaviour = lock(&node.behaviour).clone();
     if let Some(expected) = &behaviour.auth
         && req.header("Authorization") != Some(expected.as_str())

@@ -69,6 +69,8 @@ pub(crate) struct Node {
     pub heartbeat: Duration,
     /// Requests served, by path (for tests).
     pub requests: Mutex<BTreeMap<String, u64>>,
+    /// The `Authorization` header of the latest request (for tests).
+    pub last_auth: Mutex<Option<String>>,
 }
 
 /// A running simulated Marathon.
@@ -138,6 +140,7 @@ impl Simulator {
             addr: listener.local_addr()?,
             heartbeat,
             requests: Mutex::new(BTreeMap::new()),
+            last_auth: Mutex::new(None),
         });
         let shutdown = CancellationToken::new();
         tokio::spawn(http::serve(listener, node.clone(), shutdown.clone()));
@@ -199,6 +202,11 @@ impl Simulator {
     /// Make `/v2/leader` answer 503 ("Could not determine the current leader").
     pub fn leader_unknown(&self, on: bool) {
         lock(&self.node.behaviour).leader_unknown = on;
+    }
+
+    /// The `Authorization` header the latest request carried.
+    pub fn last_authorization(&self) -> Option<String> {
+        lock(&self.node.last_auth).clone()
     }
 
     /// How many requests this node served for `path` (without query).

@@ -21,6 +21,12 @@ pub struct SyncStatus {
     pub(super) resyncs: AtomicU64,
     pub(super) failed_resyncs: AtomicU64,
     pub(super) publishes: AtomicU64,
+    /// Apps and records periodic resyncs found different from what events had built.
+    pub(super) drift_apps: AtomicU64,
+    pub(super) drift_records: AtomicU64,
+    /// SIGHUP reloads, and those that failed (the old state kept).
+    pub(super) reloads: AtomicU64,
+    pub(super) failed_reloads: AtomicU64,
     /// When the last full snapshot from Marathon was taken (Unix milliseconds; 0: never).
     pub(super) last_sync_ms: AtomicU64,
     /// From receiving a Marathon event to publishing the zone that reflects it.
@@ -30,6 +36,24 @@ pub struct SyncStatus {
 }
 
 impl SyncStatus {
+    /// Wait until the first full sync from Marathon has been published.
+    pub async fn wait_synced(&self) {
+        self.wait_for(Self::is_synced).await;
+    }
+
+    /// Wait until `done` holds.
+    pub async fn wait_for(&self, done: impl Fn(&Self) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(self) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// A full snapshot from Marathon has been loaded at least once.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
@@ -71,6 +95,32 @@ impl SyncStatus {
     }
     pub(super) fn count_reconnect(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(super) fn count_drift(&self, apps: usize, records: usize) {
+        self.drift_apps.fetch_add(apps as u64, Ordering::Relaxed);
+        self.drift_records
+            .fetch_add(records as u64, Ordering::Relaxed);
+    }
+    /// Apps periodic resyncs found different from the event-built model (missed events).
+    pub fn drift_apps(&self) -> u64 {
+        self.drift_apps.load(Ordering::Relaxed)
+    }
+    /// Records periodic resyncs added or removed (missed events).
+    pub fn drift_records(&self) -> u64 {
+        self.drift_records.load(Ordering::Relaxed)
+    }
+    /// A reload finished (ok or not).
+    pub fn count_reload(&self, ok: bool) {
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed_reloads.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+    pub fn failed_reloads(&self) -> u64 {
+        self.failed_reloads.load(Ordering::Relaxed)
     }
     pub fn resyncs(&self) -> u64 {
         self.resyncs.load(Ordering::Relaxed)

@@ -23,6 +23,8 @@ use crate::naming;
 pub struct Updated {
     /// Records or names changed: a new serial is due.
     pub changed: bool,
+    /// Records added plus records removed.
+    pub records_changed: usize,
     /// Warnings of the recomputed units that were not there before (log them once).
     pub new_warnings: Vec<Warning>,
 }
@@ -280,7 +282,7 @@ impl ZoneBuilder {
             self.unresolved.remove(unit);
         }
         if old.records != new.records || old.names != new.names {
-            self.apply(&old, &new);
+            out.records_changed += self.apply(&old, &new);
             out.changed = true;
         }
         if !apps.is_empty() {
@@ -289,21 +291,25 @@ impl ZoneBuilder {
     }
 
     /// Replace `old`'s records and names by `new`'s: additions first, so that shared names
-    /// never drop to zero references in between.
-    fn apply(&mut self, old: &Contribution, new: &Contribution) {
+    /// never drop to zero references in between. Returns the records added and removed.
+    fn apply(&mut self, old: &Contribution, new: &Contribution) -> usize {
         let origin = self.origin.clone();
+        let mut records = 0;
         for n in sorted_minus(&new.names, &old.names) {
             snapshot::add_name(&mut self.nodes, n, &origin);
         }
         for (owner, ttl, rdata) in sorted_minus(&new.records, &old.records) {
             self.nodes.update(owner, |n| n.add(*ttl, rdata));
+            records += 1;
         }
         for (owner, ttl, rdata) in sorted_minus(&old.records, &new.records) {
             self.nodes.update_bytes(owner, |n| n.remove(*ttl, rdata));
+            records += 1;
         }
         for n in sorted_minus(&old.names, &new.names) {
             snapshot::remove_name(&mut self.nodes, n, &origin);
         }
+        records
     }
 }
 

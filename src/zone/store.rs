@@ -1,5 +1,6 @@
 //! The served zones: the Marathon zone behind an atomic pointer (swapped whole by the sync
-//! task) and the static zones loaded at startup. Readers never lock and never wait.
+//! task) and the static zones from `zones/` (swapped whole by a reload). Readers never lock
+//! and never wait.
 
 use std::sync::Arc;
 
@@ -10,20 +11,25 @@ use super::snapshot::ZoneSnapshot;
 #[derive(Debug)]
 pub struct ZoneStore {
     marathon: ArcSwap<ZoneSnapshot>,
-    statics: Vec<Arc<ZoneSnapshot>>,
+    statics: ArcSwap<Vec<ZoneSnapshot>>,
 }
 
 impl ZoneStore {
     pub fn new(marathon: ZoneSnapshot, statics: Vec<ZoneSnapshot>) -> Self {
         Self {
             marathon: ArcSwap::from_pointee(marathon),
-            statics: statics.into_iter().map(Arc::new).collect(),
+            statics: ArcSwap::from_pointee(statics),
         }
     }
 
     /// Number of static zones served beside the Marathon zone.
     pub fn static_zones(&self) -> usize {
-        self.statics.len()
+        self.statics.load().len()
+    }
+
+    /// Serve these static zones instead of the current ones (a reload of `zones/`).
+    pub fn replace_statics(&self, statics: Vec<ZoneSnapshot>) {
+        self.statics.store(Arc::new(statics));
     }
 
     /// The current Marathon zone.
@@ -40,8 +46,9 @@ impl ZoneStore {
     /// form), if any. No reference count is taken: the query path only borrows.
     pub fn with_zone<R>(&self, name: &[u8], f: impl FnOnce(Option<&ZoneSnapshot>) -> R) -> R {
         let marathon = self.marathon.load();
+        let statics = self.statics.load();
         let best = std::iter::once(&**marathon)
-            .chain(self.statics.iter().map(|z| &**z))
+            .chain(statics.iter())
             .filter(|z| z.contains(name))
             .max_by_key(|z| z.origin_wire().len());
         f(best)

@@ -551,3 +551,87 @@ pub async fn http_get(url: &str) -> Option<(u16, String)> {
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_string()))
 }
+
+/// The real binary, running; killed when dropped.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub dns: SocketAddr,
+    pub admin: SocketAddr,
+    /// Its stderr, line by line.
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    /// Send `signal` (e.g. `libc::SIGHUP`) to the process.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+
+    /// The next log line containing `needle`, within `timeout`.
+    pub fn log_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(line) = self.log.recv_timeout(Duration::from_millis(50))
+                && line.contains(needle)
+            {
+                return Some(line);
+            }
+        }
+        None
+    }
+}
+
+/// Start `marathon-dns serve` with `args` (plus loopback listen and admin addresses on
+/// ephemeral ports) and `env`; its DNS and admin addresses are read from its log.
+pub fn spawn_daemon(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_marathon-dns"))
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let addr_after = |line: &str, marker: &str| -> Option<SocketAddr> {
+        let rest = line.split(marker).nth(1)?;
+        rest.split([' ', '/']).find_map(|w| w.parse().ok())
+    };
+    let (mut dns, mut admin) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (dns.is_none() || admin.is_none()) && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            dns =
+                dns.or_else(|| addr_after(&line, " on ").filter(|_| line.contains("serving DNS")));
+            admin = admin.or_else(|| addr_after(&line, "admin HTTP on http://"));
+        }
+    }
+    Daemon {
+        child,
+        dns: dns.expect("DNS address logged"),
+        admin: admin.expect("admin address logged"),
+        log: rx,
+    }
+}
