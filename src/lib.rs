@@ -14,7 +14,7 @@ pub mod dns;
 pub mod haproxy;
 pub mod marathon;
 pub mod naming;
-pub mod notify;
+pub mod systemd;
 pub mod resolve;
 pub mod serial_file;
 pub mod server;

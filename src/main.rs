@@ -56,7 +56,7 @@ impl ReloadSource {
 }
 
 async fn reload(running: &mut server::Running, source: &ReloadSource) {
-    marathon_dns::notify::reloading();
+    marathon_dns::systemd::reloading();
     let outcome = match source.settings() {
         Ok(settings) => running.reload(&settings).await.map_err(anyhow::Error::from),
         Err(e) => {
@@ -81,7 +81,7 @@ async fn reload(running: &mut server::Running, source: &ReloadSource) {
         }
         Err(e) => tracing::error!("reload failed, everything stays as it was: {e:#}"),
     }
-    marathon_dns::notify::notify("READY=1");
+    marathon_dns::systemd::notify("READY=1");
 }
 
 async fn serve(args: &ServeArgs, source: &ReloadSource) -> Result<()> {
@@ -96,7 +96,7 @@ async fn serve(args: &ServeArgs, source: &ReloadSource) -> Result<()> {
     let status = running.status.clone();
     let ready = async move {
         status.wait_synced().await;
-        marathon_dns::notify::notify("READY=1\nSTATUS=serving the Marathon zone");
+        marathon_dns::systemd::notify("READY=1\nSTATUS=serving the Marathon zone");
     };
     tokio::pin!(ready);
     let mut notified = false;
@@ -115,7 +115,7 @@ async fn serve(args: &ServeArgs, source: &ReloadSource) -> Result<()> {
     tracing::info!(
         "stopping: /ready is 503, DNS answers for {lame_duck:?} more, then stops (a second signal stops at once)"
     );
-    marathon_dns::notify::notify("STOPPING=1");
+    marathon_dns::systemd::notify("STOPPING=1");
     running.drain();
     tokio::select! {
         () = tokio::time::sleep(lame_duck) => {}
