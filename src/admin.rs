@@ -72,6 +72,61 @@ pub async fn serve(
     Ok(bound)
 }
 
+/// Why a health probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{addr}: no answer within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("{addr}: not an HTTP response")]
+    NotHttp { addr: SocketAddr },
+}
+
+/// `GET path` from the admin listener at `addr` (an unspecified address means loopback):
+/// the HTTP status. Plain HTTP/1.0 by hand: this runs as a container health check, where
+/// nothing else is installed.
+pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, ProbeError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let io = |source| ProbeError::Io { addr, source };
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .map_err(io)?;
+        let mut head = Vec::new();
+        // The status line is all we need.
+        let mut buf = [0u8; 256];
+        while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+            let n = stream.read(&mut buf).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let line = String::from_utf8_lossy(&head);
+        line.strip_prefix("HTTP/1.")
+            .and_then(|rest| rest.get(2..5))
+            .and_then(|code| code.parse().ok())
+            .ok_or(ProbeError::NotHttp { addr })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ProbeError::Timeout { addr, timeout })?
+}
+
 /// The process is alive and serving HTTP.
 async fn health() -> &'static str {
     "ok\n"

@@ -63,6 +63,25 @@ pub enum Command {
     /// Check the configuration (file, flags, environment) and the zone files, then exit: 0
     /// when all is well, else the first problem as `file:line: reason`.
     CheckConfig(ServeArgs),
+    /// Exit 0 if the admin listener of a server on this machine answers 200 on `/health`
+    /// (for a container HEALTHCHECK: the image has no curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// `marathon-dns healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The server's admin listener (an unspecified address such as 0.0.0.0 means loopback).
+    #[arg(long, env = "MARATHON_DNS_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_parser = parse_admin_listen)]
+    pub admin_listen: AdminListen,
+
+    /// The path to ask: `/health` (alive) or `/ready` (synced and not stopping).
+    #[arg(long, default_value = "/health")]
+    pub path: String,
+
+    /// Give up after this long.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// `marathon-dns haproxy-config`.
@@ -222,9 +241,50 @@ pub struct ServeArgs {
     #[arg(long, env = "MARATHON_DNS_UDP_WORKERS")]
     pub udp_workers: Option<usize>,
 
-    /// HTTP admin listener (/health, /ready, /metrics, /v1/zone, /v1/records); `off` for none.
+    /// HTTP admin listener (/health, /ready, /metrics, /v1/apps, /v1/records, /v1/zone);
+    /// `off` for none.
     #[arg(long, env = "MARATHON_DNS_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_parser = parse_admin_listen)]
     pub admin_listen: AdminListen,
+
+    /// Answer only clients in these networks (CIDR; comma-separated or repeated); the others
+    /// get REFUSED. Default: anyone.
+    #[arg(long = "allow-query", env = "MARATHON_DNS_ALLOW_QUERY", value_delimiter = ',', value_parser = crate::dns::policy::parse_net)]
+    pub allow_query: Vec<ipnet::IpNet>,
+
+    /// Response rate limiting: identical UDP responses per second to one client network (/24,
+    /// /56); a response counts once per 1,232 bytes. 0 turns it off.
+    #[arg(long, env = "MARATHON_DNS_RRL_RATE", default_value_t = 200)]
+    pub rrl_rate: u32,
+
+    /// Every Nth rate-limited response is sent as an empty truncated (TC=1) answer, which
+    /// sends real clients to TCP; 0 drops them all.
+    #[arg(long, env = "MARATHON_DNS_RRL_SLIP", default_value_t = 1)]
+    pub rrl_slip: u32,
+
+    /// Networks never rate limited (CIDR; comma-separated or repeated): HAProxy fleets,
+    /// resolvers.
+    #[arg(long = "rrl-exempt", env = "MARATHON_DNS_RRL_EXEMPT", value_delimiter = ',', value_parser = crate::dns::policy::parse_net)]
+    pub rrl_exempt: Vec<ipnet::IpNet>,
+
+    /// Open TCP connections at most; more are closed as soon as accepted.
+    #[arg(long, env = "MARATHON_DNS_TCP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub tcp_max_connections: usize,
+
+    /// Open TCP connections at most per client address.
+    #[arg(
+        long,
+        env = "MARATHON_DNS_TCP_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 32
+    )]
+    pub tcp_max_connections_per_client: usize,
+
+    /// Close a TCP connection after it has answered this many queries.
+    #[arg(long, env = "MARATHON_DNS_TCP_MAX_QUERIES", default_value_t = 10_000)]
+    pub tcp_max_queries: usize,
+
+    /// Close a TCP connection this long after it opened (after the answer in progress).
+    #[arg(long, env = "MARATHON_DNS_TCP_MAX_LIFETIME", default_value = "10m", value_parser = parse_duration)]
+    pub tcp_max_lifetime: Duration,
 }
 
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8054";

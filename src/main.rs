@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use marathon_dns::config::{Cli, Command, DevArgs, HaproxyArgs, ServeArgs};
+use marathon_dns::config::{Cli, Command, DevArgs, HaproxyArgs, HealthcheckArgs, ServeArgs};
 use marathon_dns::haproxy::RenderOptions;
 use marathon_dns::haproxy::generate::{self, GenerateOptions};
 use marathon_dns::server::{self, Settings};
@@ -188,6 +188,17 @@ fn check_config(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Exit 0 if a local server's admin listener answers 200.
+async fn healthcheck(args: &HealthcheckArgs) -> Result<()> {
+    let addr = args
+        .admin_listen
+        .0
+        .context("the admin listener is off (--admin-listen off): nothing to check")?;
+    let status = marathon_dns::admin::probe(addr, &args.path, args.timeout).await?;
+    anyhow::ensure!(status == 200, "{} answered {status}", args.path);
+    Ok(())
+}
+
 async fn haproxy_config(args: &HaproxyArgs) -> Result<()> {
     let settings = Settings::from_args(&args.serve)?;
     let client = server::marathon_client(&settings)?;
@@ -295,6 +306,7 @@ async fn run(cli: Cli, source: &ReloadSource) -> Result<()> {
         Some(Command::Export(args)) => export_zone(args).await,
         Some(Command::HaproxyConfig(args)) => haproxy_config(args).await,
         Some(Command::CheckConfig(args)) => check_config(args),
+        Some(Command::Healthcheck(args)) => healthcheck(args).await,
         Some(Command::Serve(args)) => serve(args, source).await,
         None => serve(&cli.serve, source).await,
     }

@@ -17,7 +17,9 @@ use tracing::{info, warn};
 use crate::cluster::Cluster;
 use crate::config::ServeArgs;
 use crate::dns::handler::AnswerOptions;
-use crate::dns::listen::{self, BindError};
+use crate::dns::listen::{self, BindError, ListenOptions};
+use crate::dns::policy::{NetList, RrlConfig};
+use crate::dns::tcp::TcpLimits;
 use crate::marathon::client::{
     self, Auth, AuthFile, ClientConfig, ClientError, MarathonClient, TlsConfig,
 };
@@ -53,8 +55,12 @@ pub struct Settings {
     pub coalesce: Duration,
     /// Where the last SOA serial is kept across restarts (none: the clock only).
     pub serial_file: Option<PathBuf>,
-    /// Close TCP connections idle for this long (RFC 7766 §6.2.3).
-    pub tcp_idle_timeout: Duration,
+    /// TCP connection limits: idle timeout (RFC 7766 §6.2.3), caps, lifetime.
+    pub tcp: TcpLimits,
+    /// `--allow-query`: REFUSED outside (empty: anyone).
+    pub allow_query: NetList,
+    /// Response rate limiting.
+    pub rrl: RrlConfig,
     /// UDP fast-path threads per listen address; 0 lets hickory's UDP server answer.
     pub udp_workers: usize,
     /// The HTTP admin listener, if any.
@@ -160,7 +166,19 @@ impl Settings {
             max_udp_payload: args.max_udp_payload,
             coalesce: args.coalesce,
             serial_file: args.serial_file.clone(),
-            tcp_idle_timeout: args.tcp_idle_timeout,
+            tcp: TcpLimits {
+                max_connections: args.tcp_max_connections,
+                max_per_client: args.tcp_max_connections_per_client,
+                idle_timeout: args.tcp_idle_timeout,
+                max_lifetime: args.tcp_max_lifetime,
+                max_queries: args.tcp_max_queries,
+            },
+            allow_query: NetList(args.allow_query.clone()),
+            rrl: RrlConfig {
+                rate: args.rrl_rate,
+                slip: args.rrl_slip,
+                exempt: NetList(args.rrl_exempt.clone()),
+            },
             udp_workers: args.udp_workers.unwrap_or_else(default_udp_workers),
             admin_listen: args.admin_listen.0,
             lame_duck: args.lame_duck,
@@ -331,10 +349,9 @@ fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
         old.max_udp_payload != new.max_udp_payload,
     );
     check("serial-file", old.serial_file != new.serial_file);
-    check(
-        "tcp-idle-timeout",
-        old.tcp_idle_timeout != new.tcp_idle_timeout,
-    );
+    check("tcp-*", old.tcp != new.tcp);
+    check("allow-query", old.allow_query != new.allow_query);
+    check("rrl-*", old.rrl != new.rrl);
     check("udp-workers", old.udp_workers != new.udp_workers);
     check("admin-listen", old.admin_listen != new.admin_listen);
     check("lame-duck", old.lame_duck != new.lame_duck);
@@ -466,11 +483,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let dns = listen::serve(
         &settings.listen,
         store.clone(),
-        AnswerOptions {
-            max_udp_payload: settings.max_udp_payload,
+        &ListenOptions {
+            answer: AnswerOptions {
+                max_udp_payload: settings.max_udp_payload,
+            },
+            tcp: settings.tcp,
+            udp_workers: settings.udp_workers,
+            allow_query: settings.allow_query.clone(),
+            rrl: Some(settings.rrl.clone()),
         },
-        settings.tcp_idle_timeout,
-        settings.udp_workers,
         metrics.clone(),
     )
     .await?;

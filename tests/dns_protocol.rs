@@ -436,7 +436,7 @@ async fn static_zones_are_served_and_merged() {
 async fn idle_tcp_connections_are_closed() {
     let sim = Simulator::start().await.expect("sim");
     let running = start_against(&sim, |s| {
-        s.tcp_idle_timeout = std::time::Duration::from_millis(300)
+        s.tcp.idle_timeout = std::time::Duration::from_millis(300)
     })
     .await;
     let mut stream = tokio::net::TcpStream::connect(running.tcp[0])

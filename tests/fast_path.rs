@@ -5,13 +5,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use common::*;
 use hickory_proto::op::{Edns, Message, OpCode};
 use hickory_proto::rr::RecordType;
-use marathon_dns::dns::handler::AnswerOptions;
-use marathon_dns::dns::listen;
+use marathon_dns::dns::listen::{self, ListenOptions};
 use marathon_dns::sim::Simulator;
 
 /// One query as bytes, with a fixed ID so that both paths rotate the same way.
@@ -39,9 +37,7 @@ async fn fast_path_answers_exactly_as_hickory() {
     let reference = listen::serve(
         &[SocketAddr::from(([127, 0, 0, 1], 0))],
         running.store.clone(),
-        AnswerOptions::default(),
-        Duration::from_secs(10),
-        0,
+        &ListenOptions::default(),
         Default::default(),
     )
     .await

@@ -105,3 +105,44 @@ async fn a_second_signal_stops_at_once() {
     };
     assert!(status.success(), "{status}");
 }
+
+/// `marathon-dns healthcheck`, as the Docker image's HEALTHCHECK runs it.
+fn healthcheck(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_marathon-dns"))
+        .arg("healthcheck")
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_command_follows_the_server() {
+    let sim = Simulator::start().await.expect("sim");
+    sim_app(&sim);
+    let mut server = start(&sim, "60s");
+    eventually("ready", || async { ready(server.admin).await == Some(200) }).await;
+    // The image sets the listener as 0.0.0.0:PORT: the check asks loopback.
+    let wildcard = format!("0.0.0.0:{}", server.admin.port());
+    let ok = healthcheck(&["--admin-listen", &wildcard]);
+    assert!(ok.status.success(), "{ok:?}");
+    server.signal(libc::SIGTERM);
+    eventually("draining", || async {
+        ready(server.admin).await == Some(503)
+    })
+    .await;
+    let admin = server.admin.to_string();
+    assert!(
+        healthcheck(&["--admin-listen", &admin]).status.success(),
+        "alive while draining"
+    );
+    let not_ready = healthcheck(&["--admin-listen", &admin, "--path", "/ready"]);
+    assert!(!not_ready.status.success());
+    assert!(
+        String::from_utf8_lossy(&not_ready.stderr).contains("/ready answered 503"),
+        "{not_ready:?}"
+    );
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let gone = healthcheck(&["--admin-listen", &admin, "--timeout", "1s"]);
+    assert!(!gone.status.success(), "a dead server fails the check");
+}

@@ -27,6 +27,7 @@ use super::answer;
 use super::encode::{self, Query};
 use super::handler::DnsHandler;
 use super::metrics::{Counters, Transport};
+use super::policy::{self, Verdict};
 use crate::zone::name::MAX_WIRE;
 
 /// Largest datagram read or written.
@@ -42,6 +43,10 @@ pub struct Answered {
     pub qtype: RecordType,
     pub rcode: ResponseCode,
     pub truncated: bool,
+    /// Where the question section ends (a slipped answer keeps only what is before).
+    pub question_end: usize,
+    /// The response's identity for rate limiting (0 when RRL is off).
+    pub rrl_key: u64,
 }
 
 impl Answered {
@@ -110,11 +115,22 @@ pub fn answer(handler: &DnsHandler, packet: &[u8], out: &mut [u8]) -> Option<Ans
             return None;
         }
         let len = encode::response(out, usize::from(limit), &query, &plan)?;
+        let rrl_key = match handler.policy().rrl {
+            Some(_) => policy::response_key(
+                qname,
+                u16::from(qtype),
+                u16::from(plan.rcode),
+                zone.map(|z| z.origin_wire()),
+            ),
+            None => 0,
+        };
         Some(Answered {
             len,
             qtype,
             rcode: plan.rcode,
             truncated: out.get(2).is_some_and(|flags| flags & 0x02 != 0),
+            question_end: at + 4,
+            rrl_key,
         })
     })
 }
@@ -217,6 +233,7 @@ fn serve(
 ) {
     let mut batch = super::batch::Batch::new(wildcard);
     let counters = handler.metrics().block();
+    let mut limited = 0u32;
     while !stop.load(Ordering::Acquire) {
         let n = match batch.receive(socket) {
             Ok(n) => n,
@@ -226,13 +243,20 @@ fn serve(
             }
         };
         for i in 0..n {
+            let Some(src) = batch.source(i) else {
+                continue;
+            };
+            // Clients outside --allow-query get hickory's REFUSED from the handler.
+            let allowed = handler.policy().allow_query.allows(src.ip());
             let Some((query, room)) = batch.packet_and_room(i) else {
                 continue;
             };
-            match answer(handler, query, room) {
+            match answer(handler, query, room).filter(|_| allowed) {
                 Some(sent) => {
-                    sent.count(&counters);
-                    batch.stage(i, sent.len);
+                    if let Some(len) = rate_limit(handler, src, sent, room, &counters, &mut limited)
+                    {
+                        batch.stage(i, len);
+                    }
                 }
                 None => {
                     if let (Some(query), Some(src)) = (batch.packet(i), batch.source(i)) {
@@ -258,6 +282,7 @@ fn serve(
     let mut packet = vec![0u8; BUF];
     let mut out = vec![0u8; BUF];
     let counters = handler.metrics().block();
+    let mut limited = 0u32;
     while !stop.load(Ordering::Acquire) {
         let (n, src) = match socket.recv_from(&mut packet) {
             Ok(got) => got,
@@ -267,14 +292,53 @@ fn serve(
             }
         };
         let query = &packet[..n];
-        match answer(handler, query, &mut out) {
+        let allowed = handler.policy().allow_query.allows(src.ip());
+        match answer(handler, query, &mut out).filter(|_| allowed) {
             Some(sent) => {
-                sent.count(&counters);
-                if let Err(e) = socket.send_to(&out[..sent.len], src) {
+                if let Some(len) = rate_limit(handler, src, sent, &mut out, &counters, &mut limited)
+                    && let Err(e) = socket.send_to(&out[..len], src)
+                {
                     debug!("UDP send to {src} failed: {e}");
                 }
             }
             None => slow(socket, handler, runtime, query, src, None),
+        }
+    }
+}
+
+/// Count a fast-path answer and put it through response rate limiting: the length to send
+/// (the answer, or a slipped TC=1 answer rewritten in `out`), or `None` to drop it.
+fn rate_limit(
+    handler: &DnsHandler,
+    src: SocketAddr,
+    sent: Answered,
+    out: &mut [u8],
+    counters: &Counters,
+    limited: &mut u32,
+) -> Option<usize> {
+    let verdict = match &handler.policy().rrl {
+        Some(rrl) => rrl.check(src.ip(), sent.rrl_key, sent.len, limited),
+        None => Verdict::Send,
+    };
+    match verdict {
+        Verdict::Send => {
+            sent.count(counters);
+            Some(sent.len)
+        }
+        Verdict::Slip => {
+            counters.rate_limited(true);
+            let len = policy::slip(out, sent.question_end);
+            Answered {
+                len,
+                truncated: true,
+                ..sent
+            }
+            .count(counters);
+            Some(len)
+        }
+        Verdict::Drop => {
+            counters.rate_limited(false);
+            None
         }
     }
 }
@@ -310,7 +374,7 @@ fn send(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr, _from: Option<Local>)
 /// header or any response, FORMERR for a header with an undecodable body, else the handler.
 fn slow(
     socket: &Arc<UdpSocket>,
-    handler: &DnsHandler,
+    handler: &Arc<DnsHandler>,
     runtime: &tokio::runtime::Handle,
     query: &[u8],
     src: SocketAddr,
@@ -320,6 +384,7 @@ fn slow(
         socket: socket.clone(),
         dst: src,
         from,
+        handler: handler.clone(),
     };
     let mut decoder = BinDecoder::new(query);
     let Ok(header) = Header::read(&mut decoder) else {
@@ -351,6 +416,36 @@ struct UdpReply {
     dst: SocketAddr,
     /// The address the query was sent to, for a wildcard socket's reply.
     from: Option<Local>,
+    /// For response rate limiting.
+    handler: Arc<DnsHandler>,
+}
+
+thread_local! {
+    /// Rate-limited hand-off answers on this thread (every `slip`-th is slipped).
+    static LIMITED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The lower-cased question name, type and end offset of a message's first question.
+fn first_question(bytes: &[u8]) -> Option<(Vec<u8>, u16, usize)> {
+    if bytes.get(4..6)? == [0, 0] {
+        return None;
+    }
+    let mut at = 12;
+    let mut name = Vec::with_capacity(64);
+    loop {
+        let l = usize::from(*bytes.get(at)?);
+        if l > 63 {
+            return None;
+        }
+        name.extend_from_slice(bytes.get(at..at + 1 + l)?);
+        at += 1 + l;
+        if l == 0 {
+            break;
+        }
+    }
+    let qtype = u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]);
+    name.make_ascii_lowercase();
+    Some((name, qtype, at + 4))
 }
 
 #[async_trait::async_trait]
@@ -392,6 +487,27 @@ impl ResponseHandler for UdpReply {
                 ResponseInfo::from(header)
             }
         };
+        if let (Some(rrl), Some((qname, qtype, question_end))) =
+            (&self.handler.policy().rrl, first_question(&bytes))
+        {
+            let rcode = u16::from(bytes.get(3).map_or(0, |b| b & 0x0F));
+            let key = policy::response_key(&qname, qtype, rcode, None);
+            let mut limited = LIMITED.with(std::cell::Cell::get);
+            let verdict = rrl.check(self.dst.ip(), key, bytes.len(), &mut limited);
+            LIMITED.with(|c| c.set(limited));
+            match verdict {
+                Verdict::Send => {}
+                Verdict::Slip => {
+                    self.handler.counters().rate_limited(true);
+                    let len = policy::slip(&mut bytes, question_end);
+                    bytes.truncate(len);
+                }
+                Verdict::Drop => {
+                    self.handler.counters().rate_limited(false);
+                    return Ok(info);
+                }
+            }
+        }
         send(&self.socket, &bytes, self.dst, self.from).map_err(NetError::from)?;
         Ok(info)
     }

@@ -18,6 +18,7 @@ use tracing::debug;
 
 use super::answer::{self, Plan};
 use super::metrics::{Counters, DnsMetrics, Transport};
+use super::policy::{NetList, Rrl};
 use crate::zone::data::Rec;
 use crate::zone::name;
 use crate::zone::store::ZoneStore;
@@ -35,11 +36,21 @@ pub struct AnswerOptions {
     pub max_udp_payload: Option<u16>,
 }
 
+/// Who is answered and how much (see [`super::policy`]).
+#[derive(Debug, Default)]
+pub struct Policy {
+    /// `--allow-query`: REFUSED outside these networks (empty: everyone).
+    pub allow_query: NetList,
+    /// Response rate limiting on UDP, if on.
+    pub rrl: Option<Rrl>,
+}
+
 /// The authoritative request handler.
 #[derive(Debug)]
 pub struct DnsHandler {
     zones: Arc<ZoneStore>,
     options: AnswerOptions,
+    policy: Policy,
     metrics: Arc<DnsMetrics>,
     /// This handler's own counters (the hickory path: TCP and unusual UDP queries).
     counters: Arc<Counters>,
@@ -61,8 +72,24 @@ impl DnsHandler {
             counters: metrics.block(),
             zones,
             options,
+            policy: Policy::default(),
             metrics,
         }
+    }
+
+    /// The same handler under `policy`.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The counters of the hickory path (TCP and UDP hand-offs).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The registry the handler and the UDP workers count into.
@@ -179,7 +206,10 @@ impl RequestHandler for DnsHandler {
         };
 
         let records;
-        let (rcode, authoritative) = if request
+        let (rcode, authoritative) = if !self.policy.allow_query.allows(request.src().ip()) {
+            records = Records::of(&Plan::error(ResponseCode::Refused));
+            (ResponseCode::Refused, false)
+        } else if request
             .edns
             .as_ref()
             .is_some_and(|e| e.version() > EDNS_VERSION)

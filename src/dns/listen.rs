@@ -1,15 +1,17 @@
-//! Socket wiring: bind UDP and TCP on every listen address and hand them to hickory's server.
+//! Socket wiring: bind UDP and TCP on every listen address; UDP to the fast-path workers (or
+//! hickory's server), TCP to our own listener ([`super::tcp`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
 use super::fast::UdpWorkers;
-use super::handler::{AnswerOptions, DnsHandler};
+use super::handler::{AnswerOptions, DnsHandler, Policy};
 use super::metrics::DnsMetrics;
+use super::policy::{NetList, Rrl, RrlConfig};
+use super::tcp::{self, TcpLimits};
 use crate::zone::store::ZoneStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +29,28 @@ pub struct DnsServer {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
     workers: Vec<UdpWorkers>,
+    tcp_listeners: tokio::task::JoinSet<()>,
+    stop_tcp: tokio_util::sync::CancellationToken,
+}
+
+/// How the listeners answer.
+#[derive(Debug, Clone, Default)]
+pub struct ListenOptions {
+    pub answer: AnswerOptions,
+    pub tcp: TcpLimits,
+    /// UDP fast-path threads per address; 0: hickory's UDP server.
+    pub udp_workers: usize,
+    /// `--allow-query`.
+    pub allow_query: NetList,
+    /// Response rate limiting (UDP).
+    pub rrl: Option<RrlConfig>,
 }
 
 impl DnsServer {
     /// Stop answering, UDP workers included.
     pub async fn shutdown(mut self) {
+        self.stop_tcp.cancel();
+        while self.tcp_listeners.join_next().await.is_some() {}
         let _ = self.server.shutdown_gracefully().await;
         let workers = std::mem::take(&mut self.workers);
         let _ = tokio::task::spawn_blocking(move || workers.into_iter().for_each(UdpWorkers::stop))
@@ -48,17 +67,30 @@ impl DnsServer {
 pub async fn serve(
     listen: &[SocketAddr],
     zones: Arc<ZoneStore>,
-    options: AnswerOptions,
-    tcp_idle_timeout: Duration,
-    udp_workers: usize,
+    options: &ListenOptions,
     metrics: Arc<DnsMetrics>,
 ) -> Result<DnsServer, BindError> {
-    let mut server = Server::new(DnsHandler::with_metrics(
-        zones.clone(),
-        options,
-        metrics.clone(),
-    ));
-    let fast_handler = Arc::new(DnsHandler::with_metrics(zones, options, metrics));
+    let udp_workers = options.udp_workers;
+    // One rate table for every UDP path: a client spreading queries over source ports
+    // reaches several workers.
+    let policy = || Policy {
+        allow_query: options.allow_query.clone(),
+        rrl: None,
+    };
+    let rrl = options.rrl.as_ref().and_then(Rrl::new);
+    let mut server = Server::new(
+        DnsHandler::with_metrics(zones.clone(), options.answer, metrics.clone())
+            .with_policy(policy()),
+    );
+    let fast_handler = Arc::new(
+        DnsHandler::with_metrics(zones.clone(), options.answer, metrics.clone())
+            .with_policy(Policy { rrl, ..policy() }),
+    );
+    let tcp_handler = Arc::new(
+        DnsHandler::with_metrics(zones, options.answer, metrics.clone()).with_policy(policy()),
+    );
+    let stop_tcp = tokio_util::sync::CancellationToken::new();
+    let mut tcp_listeners = tokio::task::JoinSet::new();
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     let mut workers = Vec::new();
@@ -108,7 +140,13 @@ pub async fn serve(
                 })?,
             );
         }
-        server.register_listener(listener, tcp_idle_timeout, 64 * 1024);
+        tcp_listeners.spawn(tcp::serve(
+            listener,
+            tcp_handler.clone(),
+            options.tcp,
+            metrics.tcp.clone(),
+            stop_tcp.clone(),
+        ));
         udp.push(tcp_addr);
         tcp.push(tcp_addr);
     }
@@ -117,5 +155,7 @@ pub async fn serve(
         udp,
         tcp,
         workers,
+        tcp_listeners,
+        stop_tcp,
     })
 }

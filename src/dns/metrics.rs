@@ -48,6 +48,9 @@ pub struct Counters {
     sizes: [[AtomicU64; 8]; 2],
     size_sum: [AtomicU64; 2],
     truncated: [AtomicU64; 2],
+    /// Responses response rate limiting dropped or slipped (sent as TC=1 without records).
+    rrl_dropped: AtomicU64,
+    rrl_slipped: AtomicU64,
 }
 
 fn type_index(t: RecordType) -> usize {
@@ -84,10 +87,24 @@ impl Counters {
     }
 }
 
+impl Counters {
+    /// Count one response that RRL held back: dropped, or slipped when `slipped`.
+    pub fn rate_limited(&self, slipped: bool) {
+        let c = if slipped {
+            &self.rrl_slipped
+        } else {
+            &self.rrl_dropped
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Every block, for the exposition.
 #[derive(Debug, Default)]
 pub struct DnsMetrics {
     blocks: Mutex<Vec<Arc<Counters>>>,
+    /// The TCP listener's connection counters.
+    pub tcp: Arc<super::tcp::TcpStats>,
 }
 
 impl DnsMetrics {
@@ -163,6 +180,18 @@ impl DnsMetrics {
             "marathon_dns_truncated_total{{protocol=\"udp\"}} {}",
             self.sum(|x| load(&x.truncated[Transport::Udp as usize]))
         );
+        let _ = writeln!(
+            out,
+            "# HELP marathon_dns_rrl_dropped_total UDP responses response rate limiting dropped.\n\
+             # TYPE marathon_dns_rrl_dropped_total counter\n\
+             marathon_dns_rrl_dropped_total {}\n\
+             # HELP marathon_dns_rrl_slipped_total UDP responses rate limiting sent as TC=1 without records.\n\
+             # TYPE marathon_dns_rrl_slipped_total counter\n\
+             marathon_dns_rrl_slipped_total {}",
+            self.sum(|x| load(&x.rrl_dropped)),
+            self.sum(|x| load(&x.rrl_slipped))
+        );
+        self.tcp.render(out);
     }
 }
 

@@ -10,3 +10,5 @@ pub mod fast;
 pub mod handler;
 pub mod listen;
 pub mod metrics;
+pub mod policy;
+pub mod tcp;
