@@ -598,16 +598,22 @@ impl Daemon {
 /// Start `marathon-dns serve` with `args` (plus loopback listen and admin addresses on
 /// ephemeral ports) and `env`; its DNS and admin addresses are read from its log.
 pub fn spawn_daemon(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_marathon-dns"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_marathon-dns"));
+    command
         .arg("serve")
         .args(args)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("binary runs");
+        .stderr(std::process::Stdio::piped());
+    daemon_from(command)
+}
+
+/// Run `command` (the binary, listening on loopback with an admin listener, stderr piped)
+/// and read its addresses from its log.
+pub fn daemon_from(mut command: std::process::Command) -> Daemon {
+    use std::io::BufRead;
+    let mut child = command.spawn().expect("binary runs");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
