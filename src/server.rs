@@ -25,7 +25,6 @@ use crate::marathon::client::{
 };
 use crate::marathon::stream;
 use crate::resolve::HostCache;
-use crate::serial_file::SerialFileError;
 use crate::sync::{Control, SyncConfig, SyncStatus, Syncer};
 use crate::zone::build::{self, SoaTemplate, ZoneConfig};
 use crate::zone::builder::ZoneBuilder;
@@ -200,8 +199,6 @@ pub enum StartError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Bind(#[from] BindError),
-    #[error(transparent)]
-    SerialFile(#[from] SerialFileError),
 }
 
 /// A running server.
@@ -387,6 +384,7 @@ pub fn load_zones(settings: &Settings) -> Result<(SyncConfig, Vec<ZoneSnapshot>)
         resync_interval: settings.resync_interval,
         coalesce: settings.coalesce,
         serial_file: settings.serial_file.clone(),
+        serial_reserved: None,
     };
     let others = statics
         .into_iter()
@@ -403,7 +401,14 @@ pub fn initial_zones(settings: &Settings) -> Result<(ZoneStore, SyncConfig), Sta
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let last_serial = match &settings.serial_file {
-        Some(path) => crate::serial_file::read(path)?.unwrap_or(0),
+        Some(path) => match crate::serial_file::read(path) {
+            Ok(reserved) => reserved.unwrap_or(0),
+            // Never a refusal to start: the clock still moves serials forward.
+            Err(e) => {
+                warn!("{e}; serials continue from the clock");
+                0
+            }
+        },
         None => 0,
     };
     let serial = build::next_serial(last_serial, now);
@@ -476,7 +481,19 @@ pub async fn export_once(settings: &Settings) -> Result<String, StartError> {
 /// Start serving: DNS answers at once (SOA/NS and static records), Marathon records follow
 /// as soon as the first sync completes.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
-    let (store, sync_cfg) = initial_zones(&settings)?;
+    let (store, mut sync_cfg) = initial_zones(&settings)?;
+    if let Some(path) = &settings.serial_file {
+        // The first serial is served as soon as the listeners are up: reserve it first.
+        let serial = store.marathon().serial();
+        let reserve = crate::serial_file::reservation_for(serial, None).unwrap_or(serial);
+        match crate::serial_file::write(path, reserve) {
+            Ok(()) => sync_cfg.serial_reserved = Some(reserve),
+            Err(e) => warn!(
+                "cannot write the serial file {}: {e}; serials may go backwards after a restart",
+                path.display()
+            ),
+        }
+    }
     let store = Arc::new(store);
     let client = marathon_client(&settings)?;
     let metrics = Arc::new(crate::dns::metrics::DnsMetrics::default());

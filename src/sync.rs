@@ -35,6 +35,8 @@ pub struct SyncConfig {
     pub resync_interval: Duration,
     pub coalesce: Duration,
     pub serial_file: Option<std::path::PathBuf>,
+    /// The serial `serial_file` holds: everything up to it may be served without a write.
+    pub serial_reserved: Option<u32>,
 }
 
 /// Requests to the sync task from the rest of the process (it alone owns the model).
@@ -98,9 +100,8 @@ pub struct Syncer {
     resync_again: bool,
     /// What each app looked like when last published, shared with snapshot parsing.
     fingerprints: Fingerprints,
-    /// The latest serial, for the task that keeps `--serial-file` (file I/O never runs in
-    /// this loop).
-    serial_saver: Option<tokio::sync::watch::Sender<u32>>,
+    /// `--serial-file` cannot be written: warned once per streak.
+    serial_file_failing: bool,
     /// When the events not yet published arrived.
     received: Vec<Instant>,
 }
@@ -138,7 +139,7 @@ impl Syncer {
             resync_failing: false,
             resync_again: false,
             fingerprints: Fingerprints::default(),
-            serial_saver: None,
+            serial_file_failing: false,
             received: Vec::new(),
         }
     }
@@ -151,16 +152,7 @@ impl Syncer {
         control: mpsc::Receiver<Control>,
         shutdown: CancellationToken,
     ) {
-        let saver = self.cfg.serial_file.clone().map(|path| {
-            let (tx, rx) = tokio::sync::watch::channel(self.status.serial());
-            self.serial_saver = Some(tx);
-            tokio::spawn(save_serials(path, rx))
-        });
         self.follow(rx, control, shutdown).await;
-        drop(self.serial_saver.take());
-        if let Some(saver) = saver {
-            let _ = saver.await;
-        }
     }
 
     async fn follow(
@@ -289,8 +281,9 @@ impl Syncer {
     /// Rebuild the whole Marathon zone with new settings (a reload) and publish it at a new
     /// serial, even if no record changed (the SOA may have). Returns the serial served.
     async fn reconfigure(&mut self, mut cfg: SyncConfig) -> u32 {
-        // The serial file is not reloadable: its writer task holds the path.
+        // The serial file is not reloadable.
         cfg.serial_file = self.cfg.serial_file.clone();
+        cfg.serial_reserved = self.cfg.serial_reserved;
         let serial = self
             .builder
             .as_ref()
@@ -322,6 +315,37 @@ impl Syncer {
         updated.changed = true;
         self.publish(updated);
         self.status.serial()
+    }
+
+    /// Make `--serial-file` cover `serial` before it is served (see [`crate::serial_file`]).
+    /// A write every few hundred publishes, in line: a millisecond-scale fsync is cheaper than
+    /// a serial that could go backwards. A failing disk is warned about, never a reason to
+    /// stop publishing.
+    fn reserve_serial(&mut self, serial: u32) {
+        let Some(path) = &self.cfg.serial_file else {
+            return;
+        };
+        let Some(reserve) = crate::serial_file::reservation_for(serial, self.cfg.serial_reserved)
+        else {
+            return;
+        };
+        match crate::serial_file::write(path, reserve) {
+            Ok(()) => {
+                self.cfg.serial_reserved = Some(reserve);
+                if std::mem::take(&mut self.serial_file_failing) {
+                    info!("the serial file {} is written again", path.display());
+                }
+            }
+            Err(e) => {
+                if !self.serial_file_failing {
+                    warn!(
+                        "cannot record the serial in {}: {e}; serving anyway (a restart may reuse serials)",
+                        path.display()
+                    );
+                    self.serial_file_failing = true;
+                }
+            }
+        }
     }
 
     /// The model as `/v1/apps` shows it.
@@ -661,10 +685,8 @@ impl Syncer {
         }
         let serial = build::next_serial(builder.serial(), unix_now());
         let zone = builder.snapshot(serial);
+        self.reserve_serial(serial);
         self.store.publish(Arc::new(zone));
-        if let Some(saved) = &self.serial_saver {
-            saved.send_replace(serial);
-        }
         self.status.serial.store(serial, Ordering::Release);
         for at in received {
             self.status.event_latency.observe(at.elapsed());
@@ -766,30 +788,6 @@ async fn fetch_snapshot(
         }
     }
     fetched
-}
-
-/// Write each new serial to `path` on a blocking thread, the latest one when several came
-/// meanwhile; failures are logged once per streak.
-async fn save_serials(path: std::path::PathBuf, mut serials: tokio::sync::watch::Receiver<u32>) {
-    let mut failing = false;
-    while serials.changed().await.is_ok() {
-        let serial = *serials.borrow_and_update();
-        let target = path.clone();
-        let written =
-            tokio::task::spawn_blocking(move || crate::serial_file::write(&target, serial)).await;
-        match written {
-            Ok(Ok(())) => failing = false,
-            Ok(Err(e)) if !failing => {
-                warn!("cannot record the serial in {}: {e}", path.display());
-                failing = true;
-            }
-            Err(e) if !failing => {
-                warn!("cannot record the serial in {}: {e}", path.display());
-                failing = true;
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Hand the memory a snapshot's parse freed back to the system. glibc keeps freed small blocks
