@@ -23,6 +23,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// Parse a size: `512M`, `16MiB`, `64k`, or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 512M"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {s:?}: use k, M or G")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
 /// Shared by `serve` and `dev`.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8053";
 const DEFAULT_ZONES_DIR: &str = "zones";
@@ -245,6 +264,26 @@ pub struct ServeArgs {
     /// `off` for none.
     #[arg(long, env = "MARATHON_DNS_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_parser = parse_admin_listen)]
     pub admin_listen: AdminListen,
+
+    /// Largest Marathon REST body accepted (a 100,000-task `/v2/apps` is about 100 MB); a
+    /// bigger one is an error and the last good zone stays.
+    #[arg(long, env = "MARATHON_DNS_MARATHON_MAX_BODY", default_value = "512M", value_parser = parse_size)]
+    pub marathon_max_body: u64,
+
+    /// Largest line or event on Marathon's event stream; a bigger one drops the connection
+    /// (reconnect, resync).
+    #[arg(long, env = "MARATHON_DNS_MARATHON_MAX_EVENT", default_value = "16M", value_parser = parse_size)]
+    pub marathon_max_event: u64,
+
+    /// A Marathon REST response that sends nothing for this long fails (no limit on the total
+    /// time, which large snapshots need).
+    #[arg(long, env = "MARATHON_DNS_MARATHON_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub marathon_read_timeout: Duration,
+
+    /// Send the Marathon credentials along redirects to hosts that are not in --marathon
+    /// (off: such redirects are followed without them).
+    #[arg(long, env = "MARATHON_DNS_MARATHON_REDIRECT_CREDENTIALS")]
+    pub marathon_redirect_credentials: bool,
 
     /// Answer only clients in these networks (CIDR; comma-separated or repeated); the others
     /// get REFUSED. Default: anyone.

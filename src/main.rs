@@ -213,6 +213,7 @@ async fn haproxy_config(args: &HaproxyArgs) -> Result<()> {
         output: args.output.clone(),
         reload_cmd: args.reload_cmd.clone(),
         stream_timeout: settings.stream_timeout,
+        max_event: settings.marathon_max_event,
     };
     if args.watch {
         let shutdown = tokio_util::sync::CancellationToken::new();

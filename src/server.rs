@@ -56,6 +56,13 @@ pub struct Settings {
     pub serial_file: Option<PathBuf>,
     /// TCP connection limits: idle timeout (RFC 7766 §6.2.3), caps, lifetime.
     pub tcp: TcpLimits,
+    /// Resyncs after stream reconnects start at least this far apart (not a flag: 5 s).
+    pub reconnect_resync_min: Duration,
+    /// Marathon input limits and redirect policy.
+    pub marathon_max_body: u64,
+    pub marathon_max_event: u64,
+    pub marathon_read_timeout: Duration,
+    pub marathon_redirect_credentials: bool,
     /// `--allow-query`: REFUSED outside (empty: anyone).
     pub allow_query: NetList,
     /// Response rate limiting.
@@ -172,6 +179,11 @@ impl Settings {
                 max_lifetime: args.tcp_max_lifetime,
                 max_queries: args.tcp_max_queries,
             },
+            reconnect_resync_min: crate::sync::RECONNECT_RESYNC_MIN,
+            marathon_max_body: args.marathon_max_body,
+            marathon_max_event: args.marathon_max_event,
+            marathon_read_timeout: args.marathon_read_timeout,
+            marathon_redirect_credentials: args.marathon_redirect_credentials,
             allow_query: NetList(args.allow_query.clone()),
             rrl: RrlConfig {
                 rate: args.rrl_rate,
@@ -348,6 +360,20 @@ fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("serial-file", old.serial_file != new.serial_file);
     check("tcp-*", old.tcp != new.tcp);
     check("allow-query", old.allow_query != new.allow_query);
+    check(
+        "marathon-max-body/-max-event/-read-timeout/-redirect-credentials",
+        (
+            old.marathon_max_body,
+            old.marathon_max_event,
+            old.marathon_read_timeout,
+            old.marathon_redirect_credentials,
+        ) != (
+            new.marathon_max_body,
+            new.marathon_max_event,
+            new.marathon_read_timeout,
+            new.marathon_redirect_credentials,
+        ),
+    );
     check("rrl-*", old.rrl != new.rrl);
     check("udp-workers", old.udp_workers != new.udp_workers);
     check("admin-listen", old.admin_listen != new.admin_listen);
@@ -385,6 +411,7 @@ pub fn load_zones(settings: &Settings) -> Result<(SyncConfig, Vec<ZoneSnapshot>)
         coalesce: settings.coalesce,
         serial_file: settings.serial_file.clone(),
         serial_reserved: None,
+        reconnect_resync_min: settings.reconnect_resync_min,
     };
     let others = statics
         .into_iter()
@@ -436,7 +463,9 @@ pub fn marathon_client(settings: &Settings) -> Result<MarathonClient, StartError
         auth,
         auth_file,
         leader_lookup: settings.leader_lookup,
-        request_timeout: Duration::from_secs(10),
+        read_timeout: settings.marathon_read_timeout,
+        max_body: settings.marathon_max_body,
+        redirect_credentials: settings.marathon_redirect_credentials,
         tls: settings.tls.clone(),
     })?)
 }
@@ -522,7 +551,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let mut tasks = JoinSet::new();
     tasks.spawn(stream::run(
         client.clone(),
-        settings.stream_timeout,
+        stream::StreamLimits {
+            read_timeout: settings.stream_timeout,
+            max_event: settings.marathon_max_event,
+        },
         tx,
         shutdown.clone(),
     ));

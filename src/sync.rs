@@ -37,6 +37,9 @@ pub struct SyncConfig {
     pub serial_file: Option<std::path::PathBuf>,
     /// The serial `serial_file` holds: everything up to it may be served without a write.
     pub serial_reserved: Option<u32>,
+    /// Full resyncs triggered by stream reconnects start at least this far apart (the
+    /// periodic resync and the first one are not held back).
+    pub reconnect_resync_min: Duration,
 }
 
 /// Requests to the sync task from the rest of the process (it alone owns the model).
@@ -161,8 +164,16 @@ impl Syncer {
         mut control: mpsc::Receiver<Control>,
         shutdown: CancellationToken,
     ) {
-        // Snapshot at once (the stream may be slow to come up), and again on every connect.
+        // Snapshot at once (the stream may be slow to come up), and again on every connect —
+        // but a flapping stream must not pull a full snapshot per reconnect.
         let mut next_resync: Option<Instant> = Some(Instant::now());
+        // When the last resync that followed a (re)connect started.
+        let mut last_reconnect_resync: Option<Instant> = None;
+        let min_apart = self.cfg.reconnect_resync_min;
+        let reconnect_resync_at = |last: Option<Instant>| {
+            last.map_or_else(Instant::now, |t| t + min_apart)
+                .max(Instant::now())
+        };
         // Failed resyncs are retried with jittered backoff (many instances after an outage
         // must not hit Marathon in lockstep).
         let mut retry =
@@ -211,7 +222,9 @@ impl Syncer {
                             if replay.is_some() {
                                 self.resync_again = true;
                             } else {
-                                next_resync = Some(Instant::now());
+                                let earliest = reconnect_resync_at(last_reconnect_resync);
+                                next_resync =
+                                    Some(next_resync.map_or(earliest, |n| n.min(earliest)));
                             }
                         }
                         StreamMessage::Event(decoded) => {
@@ -245,6 +258,9 @@ impl Syncer {
                 }
                 () = sleep_until(resync_sleep), if replay.is_none() => {
                     next_resync = None;
+                    if self.connect_pending {
+                        last_reconnect_resync = Some(Instant::now());
+                    }
                     replay = Some(Vec::new());
                     self.status.resyncs.fetch_add(1, Ordering::Relaxed);
                     let (client, base, tx) = (self.client.clone(), self.base.clone(), fetched_tx.clone());
@@ -260,7 +276,7 @@ impl Syncer {
                     if self.finish_resync(fetched, fetch_time, replayed).await {
                         retry.reset();
                         next_resync = Some(if std::mem::take(&mut self.resync_again) {
-                            Instant::now()
+                            reconnect_resync_at(last_reconnect_resync)
                         } else {
                             Instant::now() + self.cfg.resync_interval
                         });
@@ -482,8 +498,12 @@ impl Syncer {
     /// periodic resync costs a comparison, not a zone build; the initial sync (every app new)
     /// builds on a blocking thread, off the runtime's workers.
     async fn replace_model(&mut self, snapshot: Snapshot, replayed: Vec<Decoded>) -> usize {
-        for s in &snapshot.skipped {
-            warn!("skipping an app Marathon sent that cannot be parsed: {s}");
+        if let Some(first) = snapshot.skipped.first() {
+            // One line per resync, however many apps: they keep their last good records.
+            warn!(
+                "{} app(s) Marathon sent cannot be parsed and keep their last good records; the first: {first}",
+                snapshot.skipped.len()
+            );
         }
         // Apps the snapshot no longer has are gone; apps it sent (those whose fingerprint
         // differed while it was parsed) replace ours if they really differ.
@@ -750,6 +770,9 @@ pub enum ResyncError {
 
 /// A filtered snapshot, or why Marathon could not be read (the last error).
 type Fetched = Result<Snapshot, ResyncError>;
+
+/// The default of [`SyncConfig::reconnect_resync_min`].
+pub const RECONNECT_RESYNC_MIN: Duration = Duration::from_secs(5);
 
 /// Updates that change more apps than this run on a blocking thread.
 const BLOCKING_BUILD: usize = 1000;

@@ -266,7 +266,9 @@ async fn standby_redirect_is_followed_with_credentials() {
         .start_task("/prod/web", "127.0.0.11", &[])
         .expect("task");
 
-    let mut s = settings(vec![standby.url()]);
+    // Both masters listed, as operators do: credentials go only to listed hosts.
+    let mut s = settings(vec![standby.url(), leader.url()]);
+    s.leader_lookup = false;
     s.auth = Some(auth);
     let running = marathon_dns::server::start(s).await.expect("start");
     tokio::time::timeout(TIMEOUT, running.wait_synced())
@@ -454,7 +456,13 @@ async fn silent_stream_is_reconnected_heartbeats_keep_it() {
         .await
         .expect("sim");
     silent.add_app(web_app());
-    let running = start_against(&silent, |s| s.stream_timeout = timeout).await;
+    let running = start_against(&silent, |s| {
+        s.stream_timeout = timeout;
+        // Every reconnect resyncs at once here (a stream replaced every 0.5 s would otherwise
+        // never be seen live between two held-back resyncs).
+        s.reconnect_resync_min = Duration::ZERO;
+    })
+    .await;
     eventually("silent stream replaced twice", || async {
         running.status.reconnects() >= 2
     })

@@ -53,7 +53,10 @@ async fn decoded_events(body: Vec<u8>, n: usize) -> Vec<StreamMessage> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stream::run(
         client,
-        Duration::from_secs(10),
+        stream::StreamLimits {
+            read_timeout: Duration::from_secs(10),
+            max_event: 16 << 20,
+        },
         tx,
         shutdown.clone(),
     ));
@@ -114,4 +117,39 @@ async fn jetty_crlf_framing_with_split_heartbeats() {
         .replace('\n', "\r\n")
         .replace("\r\n\r\n", "\r\n\r\n\r\n");
     check(&decoded_events(body.into_bytes(), 3).await);
+}
+
+#[tokio::test]
+async fn an_endless_line_drops_the_connection_instead_of_filling_memory() {
+    // A valid event, then a line that never ends (a broken proxy, a hostile endpoint).
+    let mut body = b"event: status_update_event\ndata: {}\n\ndata: ".to_vec();
+    body.extend(std::iter::repeat_n(b'x', 1 << 20));
+    let url = serve(body).await;
+    let client = marathon_client(&Settings::new(vec![url])).expect("client");
+    let (tx, mut rx) = mpsc::channel(64);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stream::run(
+        client,
+        stream::StreamLimits {
+            // Far longer than the test: only the size limit can end this connection.
+            read_timeout: Duration::from_secs(60),
+            max_event: 64 << 10,
+        },
+        tx,
+        shutdown.clone(),
+    ));
+    let mut saw_connect = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("cut off within 5 s")
+        {
+            Some(StreamMessage::Connected(_)) => saw_connect = true,
+            Some(StreamMessage::Disconnected) => break,
+            Some(_) => {}
+            None => panic!("the stream task ended"),
+        }
+    }
+    assert!(saw_connect, "it was connected, then cut off");
+    shutdown.cancel();
 }

@@ -27,6 +27,8 @@ pub struct GenerateOptions {
     pub reload_cmd: Option<String>,
     /// Reconnect a silent event stream after this long.
     pub stream_timeout: Duration,
+    /// Longest event-stream line or event (`--marathon-max-event`).
+    pub max_event: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +111,10 @@ pub async fn watch(
     let (tx, mut rx) = mpsc::channel(1024);
     tokio::spawn(stream::run(
         client.clone(),
-        opts.stream_timeout,
+        stream::StreamLimits {
+            read_timeout: opts.stream_timeout,
+            max_event: opts.max_event,
+        },
         tx,
         shutdown.clone(),
     ));

@@ -87,6 +87,8 @@ pub enum ClientError {
     },
     #[error("the Marathon credentials do not form a valid HTTP header")]
     BadCredentials,
+    #[error("{url}: the body is larger than {limit} bytes (--marathon-max-body); refused")]
+    TooLarge { url: String, limit: u64 },
 }
 
 /// Why the TLS settings do not make a TLS client.
@@ -167,9 +169,19 @@ pub struct ClientConfig {
     pub auth_file: Option<AuthFile>,
     /// Look up `/v2/leader`; off means "use the configured URLs as they are".
     pub leader_lookup: bool,
-    pub request_timeout: Duration,
+    /// A REST response that sends nothing for this long fails (there is no limit on the
+    /// total time: a 100,000-task snapshot takes seconds to stream).
+    pub read_timeout: Duration,
     pub tls: TlsConfig,
+    /// REST bodies larger than this are refused (the last good zone stays).
+    pub max_body: u64,
+    /// Send the credentials to a redirect target that is not a configured Marathon host.
+    pub redirect_credentials: bool,
 }
+
+/// Generous limits that fit a 100,000-task cluster (its `/v2/apps?embed=apps.tasks` is
+/// about 100 MB).
+pub const DEFAULT_MAX_BODY: u64 = 512 * 1024 * 1024;
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
@@ -315,6 +327,19 @@ pub struct MarathonClient {
     /// The credentials in use: `cfg.auth`, or what the credentials file said after a 401.
     /// Shared with the streaming client, so one re-read serves both.
     auth: Arc<Mutex<Option<Auth>>>,
+    /// Leaders that configured Marathons named in `/v2/leader` (trusted with credentials,
+    /// like the configured hosts).
+    leaders: Arc<Mutex<Vec<HostKey>>>,
+}
+
+/// A host as credentials are scoped to it: lower-cased name and port.
+type HostKey = (Option<String>, Option<u16>);
+
+fn host_key(u: &Url) -> HostKey {
+    (
+        u.host_str().map(str::to_ascii_lowercase),
+        u.port_or_known_default(),
+    )
 }
 
 const MAX_REDIRECTS: usize = 3;
@@ -339,12 +364,13 @@ fn http_client(
 impl MarathonClient {
     pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
         let tls = rustls_config(&cfg.tls)?;
-        let timeout = cfg.request_timeout;
-        let http = http_client(&tls, |b| b.timeout(timeout))?;
+        let timeout = cfg.read_timeout;
+        let http = http_client(&tls, |b| b.read_timeout(timeout))?;
         Ok(Self {
             http,
             tls,
             auth: Arc::new(Mutex::new(cfg.auth.clone())),
+            leaders: Arc::default(),
             cfg,
         })
     }
@@ -366,6 +392,7 @@ impl MarathonClient {
             tls: self.tls.clone(),
             cfg: self.cfg.clone(),
             auth: Arc::clone(&self.auth),
+            leaders: Arc::clone(&self.leaders),
         })
     }
 
@@ -423,12 +450,36 @@ impl MarathonClient {
         }
     }
 
-    /// GET, following redirects by hand (re-sending credentials): the body as text.
+    /// The body limit.
+    pub fn max_body(&self) -> u64 {
+        self.cfg.max_body
+    }
+
+    /// GET, following redirects by hand (re-sending credentials): the body as text, at most
+    /// `max_body` bytes.
     async fn get(&self, url: Url) -> Result<String, ClientError> {
-        let (url, resp) = self.send(url).await?;
-        resp.text().await.map_err(|e| ClientError::Http {
+        let (url, mut resp) = self.send(url).await?;
+        let limit = self.cfg.max_body;
+        let too_large = || ClientError::TooLarge {
+            url: url.to_string(),
+            limit,
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Http {
             url: url.to_string(),
             reason: chain(&e.without_url()),
+        })? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        String::from_utf8(body).map_err(|_| ClientError::Http {
+            url: url.to_string(),
+            reason: "the body is not UTF-8".into(),
         })
     }
 
@@ -484,6 +535,17 @@ impl MarathonClient {
         // The last https URL on the way, if any: no plain http after it.
         let mut tls_from: Option<String> = None;
         for _ in 0..=MAX_REDIRECTS {
+            if headers.contains_key(header::AUTHORIZATION)
+                && !self.cfg.redirect_credentials
+                && !self.trusted_host(&url)
+            {
+                // A redirect off the cluster must not carry its credentials.
+                tracing::warn!(
+                    "{} is not a configured Marathon host: asking it without credentials (--marathon-redirect-credentials allows them)",
+                    redact(url.as_str())
+                );
+                headers.remove(header::AUTHORIZATION);
+            }
             match url.scheme() {
                 "https" => tls_from = Some(redact(url.as_str())),
                 "http" if tls_from.is_some() => {
@@ -533,6 +595,18 @@ impl MarathonClient {
         })
     }
 
+    /// Whether `url` is on a configured Marathon host or a leader one of them named: only
+    /// those get the credentials.
+    fn trusted_host(&self, url: &Url) -> bool {
+        let key = host_key(url);
+        self.cfg.urls.iter().any(|u| host_key(u) == key)
+            || self
+                .leaders
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&key)
+    }
+
     fn join(base: &Url, path: &str) -> Result<Url, ClientError> {
         base.join(path)
             .map_err(|_| ClientError::BadUrl(path.to_string()))
@@ -576,6 +650,14 @@ impl MarathonClient {
                 return vec![u.clone()];
             }
             if let Ok(u) = Url::parse(&format!("{}://{leader}/", base.scheme())) {
+                let mut leaders = self
+                    .leaders
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let key = host_key(&u);
+                if !leaders.contains(&key) {
+                    leaders.push(key);
+                }
                 return vec![u];
             }
         }
@@ -612,10 +694,18 @@ impl MarathonClient {
         use futures_util::TryStreamExt;
         let url = Self::join(base, "v2/apps?embed=apps.tasks")?;
         let (url, resp) = self.send(url).await?;
-        let body = tokio_util::io::StreamReader::new(
+        let limit = self.cfg.max_body;
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(ClientError::TooLarge {
+                url: url.to_string(),
+                limit,
+            });
+        }
+        let body = tokio_util::io::StreamReader::new(limit_body(
             resp.bytes_stream()
                 .map_err(|e| std::io::Error::other(chain(&e.without_url()))),
-        );
+            limit,
+        ));
         let reader =
             std::io::BufReader::with_capacity(64 * 1024, tokio_util::io::SyncIoBridge::new(body));
         let parsed = tokio::task::spawn_blocking(move || {
@@ -648,6 +738,28 @@ impl MarathonClient {
             Err(e) => Err(e),
         }
     }
+}
+
+/// `stream` failing once more than `limit` bytes have come.
+fn limit_body<S>(
+    stream: S,
+    limit: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio_util::bytes::Bytes>>
+where
+    S: futures_util::Stream<Item = std::io::Result<tokio_util::bytes::Bytes>>,
+{
+    use futures_util::StreamExt;
+    let mut seen = 0u64;
+    stream.map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            return Err(std::io::Error::other(format!(
+                "the body is larger than {limit} bytes (--marathon-max-body)"
+            )));
+        }
+        Ok(chunk)
+    })
 }
 
 #[cfg(test)]
@@ -708,7 +820,9 @@ mod tests {
             auth,
             auth_file: None,
             leader_lookup: false,
-            request_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            max_body: DEFAULT_MAX_BODY,
+            redirect_credentials: false,
             tls: TlsConfig::default(),
         })
         .expect("client")

@@ -493,7 +493,10 @@ pub fn apps_stream(
     let mut splitter = AppsSplitter::default();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut each = |raw: &[u8]| match serde_json::from_slice::<WireApp>(raw) {
-        Ok(w) => sink.app(app(&w)),
+        Ok(w) => match embedded_app(&w) {
+            Ok(a) => sink.app(a),
+            Err(e) => sink.skipped(Some(normalize_id(&w.id)), e.to_string()),
+        },
         Err(e) => {
             let id = serde_json::from_slice::<IdOnly>(raw)
                 .ok()
@@ -612,7 +615,20 @@ pub fn apps_response(body: &str) -> Result<(Vec<App>, Vec<String>), DecodeError>
 /// Parse `GET /v2/apps/{id}?embed=app.tasks`.
 pub fn app_response(body: &str) -> Result<App, DecodeError> {
     let r: wire::AppResponse = json("/v2/apps/{id}", body)?;
-    Ok(app(&r.app))
+    embedded_app(&r.app)
+}
+
+/// An app from a response to `embed=…tasks`: Marathon then always sends `tasks` (`[]` for
+/// none). Without it the app's tasks are unknown — a proxy that dropped the query, or not
+/// Marathon — which must not read as "no tasks" (every record of the app would go).
+fn embedded_app(w: &WireApp) -> Result<App, DecodeError> {
+    if w.tasks.is_none() {
+        return Err(DecodeError::Body(format!(
+            "app {} has no \"tasks\" although they were asked for (embed=apps.tasks): its tasks are unknown",
+            w.id
+        )));
+    }
+    Ok(app(w))
 }
 
 /// Parse `GET /v2/leader` → `host:port`.
@@ -647,13 +663,23 @@ mod tests {
         );
         let mut sink = CollectIds::default();
         apps_stream(
-            r#"{"apps": [{"id": "/ok"}, {"id": "/bad", "tasks": "not a list"}], "x": 1}"#
+            r#"{"apps": [{"id": "/ok", "tasks": []}, {"id": "/bad", "tasks": "not a list"}, {"id": "/no-tasks"}], "x": 1}"#
                 .as_bytes(),
             &mut sink,
         )
         .expect("parses");
         assert_eq!(sink.apps, ["/ok"]);
-        assert_eq!(sink.skipped, [Some("/bad".to_string())]);
+        assert_eq!(
+            sink.skipped,
+            [Some("/bad".to_string()), Some("/no-tasks".to_string())],
+            "an app without its tasks is not an app without tasks"
+        );
+        assert!(apps_response("[]").is_err(), "not an object");
+        assert!(
+            apps_response(r#"{"apps": {}}"#).is_err(),
+            "apps not an array"
+        );
+        assert!(app_response(r#"{"app": {"id": "/x"}}"#).is_err());
     }
 
     #[derive(Default)]
@@ -812,11 +838,14 @@ mod tests {
             "marathon-lb/v2-apps-embed-tasks-1.5-bridge-named-port.json",
             "marathon-lb/v2-apps-embed-tasks-1.5-bridge-mesos-http-hc.json",
             "marathon-lb/v2-apps-embed-tasks-pre1.5-bridge-hc-results.json",
-            "rest/v2-apps-list-legacy-ports.json",
         ] {
             let (apps, skipped) = apps_response(&read(f)).expect(f);
             assert!(!apps.is_empty() && skipped.is_empty(), "{f}");
         }
+        // Without embed=apps.tasks (definitions only): the load balancer's view.
+        let (defs, skipped) =
+            service_apps_response(&read("rest/v2-apps-list-legacy-ports.json")).expect("defs");
+        assert!(!defs.is_empty() && skipped.is_empty());
         let pre15 = apps_response(&read(
             "marathon-lb/v2-apps-embed-tasks-pre1.5-bridge-hc-results.json",
         ))

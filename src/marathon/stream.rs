@@ -36,6 +36,19 @@ const SUBSCRIBED: &[&str] = &[
     "event_stream_attached",
 ];
 
+/// How the stream protects itself.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Reconnect a stream silent for this long (Marathon sends a heartbeat every 10 s).
+    pub read_timeout: Duration,
+    /// Longest line or event accepted; beyond it the connection is dropped.
+    pub max_event: u64,
+}
+
+/// A stream counts as healthy (its reconnect backoff starts afresh) once it has stayed up
+/// this long: during elections Marathon accepts, sends `event_stream_attached` and closes.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
 /// Reconnect delays: from 200 ms, doubling, up to 30 s, with jitter.
 pub fn reconnect_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
@@ -93,7 +106,7 @@ fn base_of(events: &Url) -> Url {
 /// Run until `shutdown`: keep one event stream open and forward what it says to `tx`.
 pub async fn run(
     client: MarathonClient,
-    read_timeout: Duration,
+    limits: StreamLimits,
     tx: mpsc::Sender<StreamMessage>,
     shutdown: CancellationToken,
 ) {
@@ -102,7 +115,7 @@ pub async fn run(
     let mut failures = 0usize;
     // An outage is logged once, when it starts, and once when it ends; not per retry.
     let mut failing = false;
-    let streaming = match client.for_streaming(read_timeout) {
+    let streaming = match client.for_streaming(limits.read_timeout) {
         Ok(c) => c,
         Err(e) => {
             warn!("cannot build the event-stream client, no events will arrive: {e}");
@@ -119,7 +132,7 @@ pub async fn run(
             Some(url) => {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    why = connect_once(&streaming, url, &tx, &mut backoff, &mut failing) => why,
+                    why = connect_once(&streaming, url, limits.max_event, &tx, &mut backoff, &mut failing) => why,
                 }
             }
             None => "no Marathon URL".into(),
@@ -155,6 +168,8 @@ fn report(failing: &mut bool, why: String) {
 struct Transport {
     client: MarathonClient,
     answered_from: Arc<Mutex<Option<Url>>>,
+    /// Longest line or event let through to the SSE parser (which buffers without bound).
+    max_event: u64,
 }
 
 impl HttpTransport for Transport {
@@ -173,15 +188,85 @@ impl HttpTransport for Transport {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(url);
             let status = resp.status();
             let headers = resp.headers().clone();
-            let body: ByteStream = Box::pin(SyncCell::new(
+            let body: ByteStream = Box::pin(SyncCell::new(bounded_events(
                 resp.bytes_stream().map_err(TransportError::new),
-            ));
+                this.max_event,
+            )));
             let mut out = Response::new(body);
             *out.status_mut() = status;
             *out.headers_mut() = headers;
             Ok(out)
         }))
     }
+}
+
+/// Why an event-stream body was cut.
+#[derive(Debug, thiserror::Error)]
+#[error("an event-stream {what} is longer than {limit} bytes (--marathon-max-event)")]
+pub struct TooLong {
+    what: &'static str,
+    limit: u64,
+}
+
+/// Counts of an SSE byte stream: bytes in the current line and in the current event. Lines
+/// end with CRLF, LF or CR; a blank line ends an event.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SseBounds {
+    line: u64,
+    event: u64,
+    /// The previous byte was CR (an LF right after it belongs to the same line end).
+    after_cr: bool,
+}
+
+impl SseBounds {
+    /// Account `chunk`; an error if a line or an event grows beyond `limit`.
+    pub fn feed(&mut self, chunk: &[u8], limit: u64) -> Result<(), TooLong> {
+        for &b in chunk {
+            let end = match b {
+                b'\r' => true,
+                b'\n' => !std::mem::take(&mut self.after_cr),
+                _ => false,
+            };
+            self.after_cr = b == b'\r';
+            if b == b'\r' || b == b'\n' {
+                if end {
+                    if self.line == 0 {
+                        self.event = 0;
+                    }
+                    self.line = 0;
+                }
+                continue;
+            }
+            self.line += 1;
+            self.event += 1;
+            if self.line > limit {
+                return Err(TooLong {
+                    what: "line",
+                    limit,
+                });
+            }
+            if self.event > limit {
+                return Err(TooLong {
+                    what: "event",
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The body of an event stream, failing once a line or an event exceeds `limit` bytes.
+fn bounded_events<S>(stream: S, limit: u64) -> impl Stream<Item = Result<Bytes, TransportError>>
+where
+    S: Stream<Item = Result<Bytes, TransportError>>,
+{
+    let mut bounds = SseBounds::default();
+    stream.map(move |chunk| {
+        let chunk = chunk?;
+        bounds.feed(&chunk, limit).map_err(TransportError::new)?;
+        Ok(chunk)
+    })
 }
 
 /// A future or stream made `Sync` (the transport's contract asks for it; reqwest's are only
@@ -218,6 +303,7 @@ impl<S: Stream> Stream for SyncCell<S> {
 async fn connect_once(
     client: &MarathonClient,
     url: Url,
+    max_event: u64,
     tx: &mpsc::Sender<StreamMessage>,
     backoff: &mut Backoff,
     failing: &mut bool,
@@ -226,7 +312,9 @@ async fn connect_once(
     let transport = Transport {
         client: client.clone(),
         answered_from: Arc::default(),
+        max_event,
     };
+    let mut connected_at: Option<std::time::Instant> = None;
     let builder = match ClientBuilder::for_url(url.as_str()) {
         // Redirects are followed by the transport, never by the event-source client.
         Ok(b) => b
@@ -251,6 +339,7 @@ async fn connect_once(
                     base = answered;
                 }
                 debug!("event stream connected to {base}");
+                connected_at = Some(std::time::Instant::now());
                 if tx
                     .send(StreamMessage::Connected(base.clone()))
                     .await
@@ -260,9 +349,11 @@ async fn connect_once(
                 }
             }
             Ok(SSE::Event(ev)) => {
-                // Only a stream that delivers counts as healthy: during elections Marathon
-                // answers 200 and closes at once, which must keep backing off.
-                backoff.reset();
+                // Only a stream that stays up counts as healthy: during elections Marathon
+                // answers 200, may even attach, and closes, which must keep backing off.
+                if connected_at.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER) {
+                    backoff.reset();
+                }
                 if std::mem::take(failing) {
                     info!("event stream to {base} is back");
                 }
@@ -286,7 +377,11 @@ async fn connect_once(
                     return "shutting down".into();
                 }
             }
-            Ok(SSE::Comment(_)) => {}
+            Ok(SSE::Comment(_)) => {
+                if connected_at.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER) {
+                    backoff.reset();
+                }
+            }
             Err(SseError::UnexpectedResponse(resp, _)) => {
                 return format!("event stream at {base} answered HTTP {}", resp.status());
             }
@@ -304,6 +399,25 @@ async fn connect_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sse_lines_and_events_are_bounded() {
+        let mut b = SseBounds::default();
+        assert!(b.feed(b"data: 12345\n\ndata: 1", 11).is_ok());
+        assert!(b.feed(b"2345", 11).is_ok(), "a line split across chunks");
+        assert!(b.feed(b"67", 11).is_err(), "then too long");
+        let mut b = SseBounds::default();
+        // Short lines, but one event that never ends.
+        let mut fed = Ok(());
+        for _ in 0..10 {
+            fed = fed.and(b.feed(b"data: x\n", 30));
+        }
+        assert!(fed.is_err(), "an endless event");
+        let mut b = SseBounds::default();
+        for _ in 0..100 {
+            assert!(b.feed(b"data: x\r\n\r\n", 30).is_ok(), "CRLF events end");
+        }
+    }
 
     #[test]
     fn urls() {

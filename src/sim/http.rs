@@ -162,6 +162,16 @@ async fn handle(mut stream: TcpStream, node: Arc<Node>) {
         respond(&mut stream, &node, code, "Simulated Failure", &body, &[]).await;
         return;
     }
+    if let (Some(raw), "/v2/apps") = (&behaviour.apps_body, req.path.as_str()) {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            raw.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(raw.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
     let via: Vec<(&str, String)> = match &node.leader {
         Some(_) => vec![("X-Marathon-Via", format!("1.1 {}", node.addr))],
         None => vec![],

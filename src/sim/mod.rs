@@ -49,6 +49,8 @@ pub(crate) struct Behaviour {
     pub leader_unknown: bool,
     /// REST answers are sent this long after the state they show was taken.
     pub rest_delay: Option<Duration>,
+    /// `/v2/apps` answers 200 with exactly this body (a misbehaving proxy, a broken Marathon).
+    pub apps_body: Option<String>,
 }
 
 pub(crate) struct Shared {
@@ -197,6 +199,11 @@ impl Simulator {
     /// Send REST answers `delay` after taking the state they show (a slow Marathon).
     pub fn delay_rest(&self, delay: Option<Duration>) {
         lock(&self.node.behaviour).rest_delay = delay;
+    }
+
+    /// Answer `/v2/apps` with 200 and exactly `body` (`None`: the cluster as usual).
+    pub fn apps_body(&self, body: Option<String>) {
+        lock(&self.node.behaviour).apps_body = body;
     }
 
     /// Make `/v2/leader` answer 503 ("Could not determine the current leader").
