@@ -267,6 +267,24 @@ impl Cluster {
         }
     }
 
+    /// Remove the tasks of `app_id` that belong to `instance` (a pod instance whose container
+    /// ended serves no more: every container must run). True if something was removed.
+    pub fn end_instance(&mut self, app_id: &str, instance: InstanceKey) -> bool {
+        let Some(app) = self.apps.get_mut(app_id) else {
+            return false;
+        };
+        let ended: Vec<String> = app
+            .tasks
+            .values()
+            .filter(|t| t.instance == Some(instance))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in &ended {
+            app.tasks.remove(id);
+        }
+        !ended.is_empty()
+    }
+
     /// Apply one event. Unknown apps or tasks ask for a re-fetch instead of guessing.
     pub fn apply(&mut self, event: &ClusterEvent) -> Applied {
         match event {

@@ -5,6 +5,7 @@
 pub mod dev;
 mod http;
 pub mod model;
+pub mod pods;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 pub use model::{SimApp, SimNetwork, SimPort, SimTask};
+pub use pods::{SimContainer, SimEndpoint, SimPod, SimPodInstance};
 
 /// What the SSE connections are told.
 #[derive(Debug, Clone)]
@@ -36,6 +38,10 @@ pub(crate) struct Cluster {
     pub tasks: BTreeMap<String, SimTask>,
     /// The next service port to hand out.
     pub next_service_port: u16,
+    pub pods: BTreeMap<String, SimPod>,
+    pub pod_instances: BTreeMap<String, SimPodInstance>,
+    /// When each instance started (a counter), to scale down the newest first.
+    pub pod_order: BTreeMap<String, u64>,
 }
 
 /// Behaviour switches, per simulated Marathon.
