@@ -55,6 +55,8 @@ pub(crate) struct Behaviour {
     pub leader_unknown: bool,
     /// REST answers are sent this long after the state they show was taken.
     pub rest_delay: Option<Duration>,
+    /// Answer the pods API (`/v2/pods…`) only with this status.
+    pub pods_failure: Option<u16>,
 }
 
 pub(crate) struct Shared {
@@ -193,6 +195,11 @@ impl Simulator {
     /// Answer every REST call with this HTTP status (e.g. 503), or serve normally (`None`).
     pub fn fail_rest(&self, status: Option<u16>) {
         lock(&self.node.behaviour).rest_failure = status;
+    }
+
+    /// Answer only the pods API with this HTTP status (e.g. 500), or serve it (`None`).
+    pub fn fail_pods_api(&self, status: Option<u16>) {
+        lock(&self.node.behaviour).pods_failure = status;
     }
 
     /// Require this `Authorization` header value on every request.
