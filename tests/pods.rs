@@ -105,6 +105,11 @@ async fn host_networking_pod_initial_sync_scale_up_and_down() {
         assert_eq!(label.len(), 8, "{target}");
         assert!(target.ends_with(".db.prod.marathon.local."), "{target}");
     }
+    // As for an app's first port of a protocol, the first endpoint is also at the leaf name.
+    assert_eq!(
+        srv_ports(dns, "_db._tcp.prod.marathon.local").await,
+        allocated(&sim, "/prod/db", "pg")
+    );
     // `http` is TCP; there is no UDP name.
     let t = tcp(
         running.tcp[0],
@@ -436,5 +441,120 @@ async fn a_failing_pods_api_keeps_the_pods_and_still_resyncs_apps() {
         a_records(dns, "db.prod.marathon.local").await == ["127.0.0.81", "127.0.0.83"]
     })
     .await;
+    running.shutdown().await;
+}
+
+struct Haproxy(std::process::Child);
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn served_set(frontend: u16, n: usize) -> std::collections::BTreeSet<u16> {
+    let mut set = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        if let Some(p) = served_by(frontend, "db").await {
+            set.insert(p);
+        }
+    }
+    set
+}
+
+/// HAProxy's `server-template` on a pod endpoint's SRV name: traffic reaches every instance's
+/// allocated host port and follows kills and starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_server_template_on_a_pod_endpoint() {
+    use std::process::{Command, Stdio};
+    let Some(haproxy) = require_program("haproxy", "haproxy") else {
+        return;
+    };
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_pod(SimPod::new(
+        "/prod/db",
+        SimNetwork::Host,
+        vec![
+            SimContainer::new(
+                "api",
+                vec![SimEndpoint::host("api").with_protocols(&["http"])],
+            ),
+            SimContainer::new("admin", vec![SimEndpoint::host("admin")]),
+        ],
+    ));
+    let mut ports = Vec::new();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let p = http_backend().await;
+        ports.push(p);
+        // `api` is served by a real backend; `admin` gets a port nobody listens on.
+        instances.push(
+            sim.start_pod_instance("/prod/db", "127.0.0.1", &[], Some(vec![p, free_port()]))
+                .expect("instance"),
+        );
+    }
+    let running = start_against(&sim, |_| {}).await;
+    let dns = running.udp[0];
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frontend = free_port();
+    let cfg = format!(
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\n\
+         resolvers marathon\n    nameserver dns1 {dns}\n    accepted_payload_size 8192\n    resolve_retries 3\n\
+         \x20   timeout resolve 200ms\n    timeout retry 200ms\n    hold obsolete 0s\n    hold valid 1s\n\n\
+         frontend fe\n    bind 127.0.0.1:{frontend}\n    default_backend be_db\n\n\
+         backend be_db\n    balance roundrobin\n\
+         \x20   server-template db 10 _api._tcp.db.prod.marathon.local resolvers marathon resolve-prefer ipv4 init-addr none\n",
+    );
+    let cfg_path = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg_path, cfg).expect("config");
+    let check = Command::new(&haproxy)
+        .arg("-c")
+        .arg("-f")
+        .arg(&cfg_path)
+        .output()
+        .expect("haproxy runs");
+    assert!(
+        check.status.success(),
+        "haproxy -c: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _haproxy = Haproxy(
+        Command::new(&haproxy)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy starts"),
+    );
+    let all: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    eventually("traffic reaches every pod instance", || async {
+        served_set(frontend, 6).await == all
+    })
+    .await;
+
+    // A killed instance leaves the rotation (its backend still runs: only DNS removed it).
+    sim.kill_pod_instance(&instances[0]);
+    let rest: std::collections::BTreeSet<u16> = [ports[1]].into_iter().collect();
+    eventually("killed instance out of rotation", || async {
+        served_set(frontend, 6).await == rest
+    })
+    .await;
+    // A new instance on a new port gets traffic.
+    let p = http_backend().await;
+    sim.start_pod_instance("/prod/db", "127.0.0.1", &[], Some(vec![p, free_port()]))
+        .expect("instance");
+    let mut now = rest.clone();
+    now.insert(p);
+    let took = eventually("new instance in rotation", || async {
+        served_set(frontend, 6).await == now
+    })
+    .await;
+    println!(
+        "new pod instance -> serving traffic through HAProxy in {:.0} ms",
+        took.as_secs_f64() * 1000.0
+    );
     running.shutdown().await;
 }
