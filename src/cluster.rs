@@ -480,6 +480,27 @@ mod tests {
     }
 
     #[test]
+    fn end_instance_removes_only_that_instance() {
+        let mut c = Cluster::default();
+        c.replace_app("/web", Some(app(0)));
+        c.apply(&status(TASK, RUNNING));
+        let mut other = status("web.instance-other", RUNNING);
+        if let ClusterEvent::TaskStatus { instance, .. } = &mut other {
+            *instance = Some(InstanceKey([1; 16]));
+        }
+        c.apply(&other);
+        assert!(c.end_instance("/web", KEY));
+        assert!(!c.end_instance("/web", KEY), "already gone");
+        assert!(!c.end_instance("/nope", KEY));
+        let ids: Vec<_> = c.apps["/web"]
+            .tasks
+            .values()
+            .map(|t| t.id.clone())
+            .collect();
+        assert_eq!(ids, ["web.instance-other"]);
+    }
+
+    #[test]
     fn app_terminated_removes() {
         let mut c = Cluster::default();
         c.replace_app("/web", Some(app(0)));

@@ -410,6 +410,75 @@ mod tests {
     }
 
     #[test]
+    fn pod_events_decode() {
+        use crate::marathon::convert::{Decoded, Received, decode_event};
+        let read = |f: &str| {
+            let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/events")
+                .join(f);
+            std::fs::read_to_string(path).expect("fixture present")
+        };
+        // The docs' example names a pod, but Marathon sends the create request's `/v2/pods`:
+        // a create always re-reads every pod.
+        assert_eq!(
+            decode_event("pod_created_event", &read("pod_created_event.json")).ok(),
+            Some(Received::Model(Decoded::RefetchAllPods))
+        );
+        for (t, f) in [
+            ("pod_updated_event", "pod_updated_event.json"),
+            ("pod_deleted_event", "pod_deleted_event.json"),
+        ] {
+            assert_eq!(
+                decode_event(t, &read(f)).ok(),
+                Some(Received::Model(Decoded::RefetchPods(vec![
+                    "/my-pod".into()
+                ]))),
+                "{f}"
+            );
+        }
+        assert_eq!(
+            decode_event(
+                "pod_updated_event",
+                r#"{"clientIp":"1.2.3.4","uri":"/v2/pods","eventType":"pod_updated_event"}"#
+            )
+            .ok(),
+            Some(Received::Model(Decoded::RefetchAllPods))
+        );
+        let Ok(Received::Model(Decoded::InstanceChanged {
+            run_spec_id,
+            instance,
+            ended,
+        })) = decode_event(
+            "instance_changed_event",
+            &read("instance_changed_event.json"),
+        )
+        else {
+            panic!("instance_changed_event decodes");
+        };
+        assert_eq!(run_spec_id, "/app-id");
+        assert!(instance.is_some() && !ended);
+        let killed = read("instance_changed_event.json").replace("\"Running\"", "\"Killed\"");
+        assert!(matches!(
+            decode_event("instance_changed_event", &killed),
+            Ok(Received::Model(Decoded::InstanceChanged {
+                ended: true,
+                ..
+            }))
+        ));
+        // A deployment's pod actions name `pod`, not `app`.
+        let deployment = r#"{"id":"d","plan":{"id":"d","steps":[{"actions":[
+            {"action":"ScalePod","pod":"/prod/db"},{"action":"ScaleApplication","app":"/web"}]}]},
+            "eventType":"deployment_success"}"#;
+        assert_eq!(
+            decode_event("deployment_success", deployment).ok(),
+            Some(Received::Model(Decoded::Refetch(vec![
+                "/prod/db".into(),
+                "/web".into()
+            ])))
+        );
+    }
+
+    #[test]
     fn event_uris() {
         assert_eq!(pod_id_of_uri("/v2/pods/my-pod").as_deref(), Some("/my-pod"));
         assert_eq!(
