@@ -84,8 +84,8 @@ pub struct Syncer {
     /// The Marathon the stream is attached to; REST goes there.
     base: Option<Url>,
     refetch: BTreeSet<AppId>,
-    /// Ids that Marathon says are not apps (pods: their tasks' events carry the pod id). Task
-    /// events for them do not trigger re-fetches until the next full resync.
+    /// Ids that Marathon says are not apps (each is then tried once as a pod). Task events for
+    /// them do not trigger app re-fetches until the next full resync.
     not_apps: BTreeSet<AppId>,
     /// Ids that are pods (in the model as apps, but re-read through the pods API).
     pods: BTreeSet<AppId>,

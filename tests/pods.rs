@@ -444,6 +444,62 @@ async fn a_failing_pods_api_keeps_the_pods_and_still_resyncs_apps() {
     running.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_networking_pod_publishes_agent_and_host_ports() {
+    let sim = Simulator::start().await.expect("sim");
+    let mut web = SimEndpoint::container("web", 80);
+    web.host_port = Some(0);
+    sim.add_pod(SimPod::new(
+        "/bridged",
+        SimNetwork::Bridge,
+        vec![SimContainer::new("nginx", vec![web])],
+    ));
+    sim.start_pod_instance(
+        "/bridged",
+        "127.0.0.91",
+        &[ip("172.17.0.9")],
+        Some(vec![31777]),
+    )
+    .expect("instance");
+    let running = start_against(&sim, |_| {}).await;
+    let dns = running.udp[0];
+    // The agent and the host port: the bridge address and container port are not reachable.
+    assert_eq!(
+        a_records(dns, "bridged.marathon.local").await,
+        ["127.0.0.91"]
+    );
+    assert_eq!(
+        srv_ports(dns, "_web._tcp.bridged.marathon.local").await,
+        [31777]
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_includes_pods() {
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_pod(container_pod());
+    sim.start_pod_instance("/prod/cache", "127.0.0.95", &[ip("10.9.0.9")], None)
+        .expect("instance");
+    let zone = tokio::time::timeout(
+        TIMEOUT,
+        marathon_dns::server::export_once(&settings(vec![sim.url()])),
+    )
+    .await
+    .expect("in time")
+    .expect("exported");
+    for wanted in [
+        "cache.prod.marathon.local.",
+        "_redis._tcp.cache.prod.marathon.local.",
+    ] {
+        assert!(
+            zone.lines().any(|l| l.starts_with(wanted)),
+            "{wanted} in:\n{zone}"
+        );
+    }
+    assert!(zone.contains("10.9.0.9"), "{zone}");
+}
+
 struct Haproxy(std::process::Child);
 impl Drop for Haproxy {
     fn drop(&mut self) {
