@@ -435,6 +435,7 @@ impl Simulator {
     pub fn kill_pod_instance(&self, instance_id: &str) -> bool {
         let removed = {
             let mut cluster = lock(&self.node.shared.cluster);
+            cluster.pod_order.remove(instance_id);
             let i = cluster.pod_instances.remove(instance_id);
             i.map(|i| {
                 let version = cluster
@@ -528,7 +529,11 @@ impl Simulator {
                    "eventType": "pod_deleted_event", "timestamp": now_iso()}),
         );
         for id in self.pod_instance_ids(pod_id) {
-            let removed = lock(&self.node.shared.cluster).pod_instances.remove(&id);
+            let removed = {
+                let mut cluster = lock(&self.node.shared.cluster);
+                cluster.pod_order.remove(&id);
+                cluster.pod_instances.remove(&id)
+            };
             if let Some(i) = removed {
                 for c in &i.containers {
                     self.emit(

@@ -194,10 +194,10 @@ impl Syncer {
         let listing = snapshot.pods.take().unwrap_or_default();
         let mut ids = BTreeSet::new();
         for (id, error) in listing.skipped {
-            snapshot.skipped.push(format!(
-                "pod {}: {error}",
-                id.as_deref().unwrap_or("(id unreadable)")
-            ));
+            warn!(
+                "skipping a pod Marathon sent that cannot be parsed ({}), keeping what is known: {error}",
+                id.as_deref().unwrap_or("id unreadable")
+            );
             if let Some(id) = id {
                 snapshot.seen.insert(id_key(&id));
                 ids.insert(id);
