@@ -500,6 +500,57 @@ async fn export_includes_pods() {
     assert!(zone.contains("10.9.0.9"), "{zone}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_fails_to_parse_keeps_what_was_known() {
+    let sim = Simulator::start().await.expect("sim");
+    sim.add_pod(host_pod());
+    sim.start_pod_instance("/prod/db", "127.0.0.101", &[], None)
+        .expect("instance");
+    sim.add_pod(container_pod());
+    let running = start_against(&sim, |s| s.resync_interval = Duration::from_millis(200)).await;
+    let dns = running.udp[0];
+    assert_eq!(
+        a_records(dns, "db.prod.marathon.local").await,
+        ["127.0.0.101"]
+    );
+
+    // `/prod/db` turns unparsable and changes meanwhile (events lost): resyncs keep its
+    // records as they were, while the other pod, parsed, follows.
+    sim.malform_pod("/prod/db", true);
+    sim.suppress_events(true);
+    sim.start_pod_instance("/prod/db", "127.0.0.102", &[], None)
+        .expect("instance");
+    sim.start_pod_instance("/prod/cache", "127.0.0.103", &[ip("10.9.0.10")], None)
+        .expect("instance");
+    eventually("the parsable pod synced by a resync", || async {
+        a_records(dns, "cache.prod.marathon.local").await == ["10.9.0.10"]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        a_records(dns, "db.prod.marathon.local").await,
+        ["127.0.0.101"],
+        "kept as known"
+    );
+    // An event about it re-reads it, fails, and keeps it too.
+    sim.suppress_events(false);
+    let mut malformed = host_pod();
+    malformed.malformed = true;
+    sim.add_pod(malformed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        a_records(dns, "db.prod.marathon.local").await,
+        ["127.0.0.101"]
+    );
+    // Parsable again: healed.
+    sim.malform_pod("/prod/db", false);
+    eventually("healed once parsable", || async {
+        a_records(dns, "db.prod.marathon.local").await == ["127.0.0.101", "127.0.0.102"]
+    })
+    .await;
+    running.shutdown().await;
+}
+
 struct Haproxy(std::process::Child);
 impl Drop for Haproxy {
     fn drop(&mut self) {

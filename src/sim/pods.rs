@@ -82,6 +82,8 @@ pub struct SimPod {
     pub labels: BTreeMap<String, String>,
     pub instances: u32,
     pub version: String,
+    /// Its status is served malformed (`instances` not an array), to test parse failures.
+    pub malformed: bool,
 }
 
 impl SimPod {
@@ -93,6 +95,7 @@ impl SimPod {
             labels: BTreeMap::new(),
             instances: 1,
             version: "2026-11-27T00:00:00.000Z".into(),
+            malformed: false,
         }
     }
 
@@ -158,6 +161,10 @@ impl SimPod {
 
     /// `PodStatus` with these instances.
     pub fn status_json(&self, instances: &[&SimPodInstance]) -> Value {
+        if self.malformed {
+            return json!({"id": self.id, "spec": self.spec_json(), "status": "STABLE",
+                          "instances": "not an array"});
+        }
         let stable = instances.len() as u32 >= self.instances
             && instances.iter().all(|i| i.state(self) == "STABLE");
         json!({
@@ -548,6 +555,17 @@ impl Simulator {
             json!({"appId": pod_id, "eventType": "app_terminated_event", "timestamp": now_iso()}),
         );
         true
+    }
+
+    /// Serve this pod's status malformed (or well-formed again); no event.
+    pub fn malform_pod(&self, pod_id: &str, on: bool) -> bool {
+        match lock(&self.node.shared.cluster).pods.get_mut(pod_id) {
+            Some(p) => {
+                p.malformed = on;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The ids of a pod's instances, oldest first.
