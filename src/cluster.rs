@@ -267,6 +267,24 @@ impl Cluster {
         }
     }
 
+    /// Remove the tasks of `app_id` that belong to `instance` (a pod instance whose container
+    /// ended serves no more: every container must run). True if something was removed.
+    pub fn end_instance(&mut self, app_id: &str, instance: InstanceKey) -> bool {
+        let Some(app) = self.apps.get_mut(app_id) else {
+            return false;
+        };
+        let ended: Vec<String> = app
+            .tasks
+            .values()
+            .filter(|t| t.instance == Some(instance))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in &ended {
+            app.tasks.remove(id);
+        }
+        !ended.is_empty()
+    }
+
     /// Apply one event. Unknown apps or tasks ask for a re-fetch instead of guessing.
     pub fn apply(&mut self, event: &ClusterEvent) -> Applied {
         match event {
@@ -459,6 +477,27 @@ mod tests {
             alive: Some(true),
         });
         assert_eq!(r.refetch.as_deref(), Some("/web"));
+    }
+
+    #[test]
+    fn end_instance_removes_only_that_instance() {
+        let mut c = Cluster::default();
+        c.replace_app("/web", Some(app(0)));
+        c.apply(&status(TASK, RUNNING));
+        let mut other = status("web.instance-other", RUNNING);
+        if let ClusterEvent::TaskStatus { instance, .. } = &mut other {
+            *instance = Some(InstanceKey([1; 16]));
+        }
+        c.apply(&other);
+        assert!(c.end_instance("/web", KEY));
+        assert!(!c.end_instance("/web", KEY), "already gone");
+        assert!(!c.end_instance("/nope", KEY));
+        let ids: Vec<_> = c.apps["/web"]
+            .tasks
+            .values()
+            .map(|t| t.id.clone())
+            .collect();
+        assert_eq!(ids, ["web.instance-other"]);
     }
 
     #[test]

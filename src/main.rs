@@ -162,6 +162,8 @@ async fn dev(args: &DevArgs) -> Result<()> {
     println!("  dig @{ip} -p {port} A web.prod.marathon.local");
     println!("  dig @{ip} -p {port} SRV _syslog._udp.infra.marathon.local   # udp,tcp port");
     println!("  dig @{ip} -p {port} SRV _redis._tcp.cache.db.marathon.local   # container network");
+    println!("  dig @{ip} -p {port} SRV _pg._tcp.db.prod.marathon.local   # pod endpoint");
+    println!("  dig @{ip} -p {port} A db.prod.marathon.local   # pod");
     println!("  dig @{ip} -p {port} SOA marathon.local");
     println!("Tasks churn every {:?}; Ctrl-C stops.", args.churn);
     tokio::select! {

@@ -477,9 +477,11 @@ pub async fn export_once(settings: &Settings) -> Result<String, StartError> {
     let (store, cfg) = initial_zones(settings)?;
     let client = marathon_client(settings)?;
     let mut fetched = Err(StartError::NoMarathon);
+    let mut pods = Vec::new();
     for base in client.candidates().await {
         fetched = client.apps(&base).await.map_err(StartError::from);
         if fetched.is_ok() {
+            pods = export_pods(&client, &base).await;
             break;
         }
     }
@@ -488,7 +490,11 @@ pub async fn export_once(settings: &Settings) -> Result<String, StartError> {
         warn!("skipping an app Marathon sent that cannot be parsed: {s}");
     }
     let cluster = Cluster {
-        apps: apps.into_iter().map(|a| (a.id.clone(), a)).collect(),
+        apps: apps
+            .into_iter()
+            .chain(pods)
+            .map(|a| (a.id.clone(), a))
+            .collect(),
     };
     let mut hosts = HostCache::default();
     hosts
@@ -505,6 +511,23 @@ pub async fn export_once(settings: &Settings) -> Result<String, StartError> {
         warn!("{w}");
     }
     Ok(export::master_file(&builder.snapshot(serial)))
+}
+
+/// The pods for `export` (as apps of the model); without them if they cannot be read.
+async fn export_pods(client: &MarathonClient, base: &reqwest::Url) -> Vec<crate::cluster::App> {
+    match client.pods_status(base).await {
+        Ok(listing) => {
+            let listing = listing.unwrap_or_default();
+            for (id, e) in &listing.skipped {
+                warn!("skipping a pod Marathon sent that cannot be parsed ({id:?}): {e}");
+            }
+            listing.pods
+        }
+        Err(e) => {
+            warn!("pods could not be read, exporting apps only: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// Start serving: DNS answers at once (SOA/NS and static records), Marathon records follow

@@ -22,6 +22,7 @@ use crate::zone::build::{self, SoaTemplate, ZoneConfig};
 use crate::zone::builder::{Updated, ZoneBuilder};
 use crate::zone::store::ZoneStore;
 
+mod pods;
 mod status;
 pub use status::SyncStatus;
 
@@ -88,9 +89,16 @@ pub struct Syncer {
     /// The Marathon the stream is attached to; REST goes there.
     base: Option<Url>,
     refetch: BTreeSet<AppId>,
-    /// Ids that Marathon says are not apps (pods: their tasks' events carry the pod id). Task
-    /// events for them do not trigger re-fetches until the next full resync.
+    /// Ids that Marathon says are not apps (each is then tried once as a pod). Task events for
+    /// them do not trigger app re-fetches until the next full resync.
     not_apps: BTreeSet<AppId>,
+    /// Ids that are pods (in the model as apps, but re-read through the pods API).
+    pods: BTreeSet<AppId>,
+    /// Pods to re-read by id, and whether to re-read all of them (after a create).
+    refetch_pods: BTreeSet<AppId>,
+    refetch_all_pods: bool,
+    /// Reading pods fails during resyncs: logged when it starts and when it ends.
+    pods_failing: bool,
     /// Apps whose records may have changed since the last publish.
     dirty: BTreeSet<AppId>,
     /// The stream (re)connected and no full resync has completed since.
@@ -136,6 +144,10 @@ impl Syncer {
             base: None,
             refetch: BTreeSet::new(),
             not_apps: BTreeSet::new(),
+            pods: BTreeSet::new(),
+            refetch_pods: BTreeSet::new(),
+            refetch_all_pods: false,
+            pods_failing: false,
             dirty: BTreeSet::new(),
             connect_pending: false,
             unresolved_hosts: false,
@@ -233,7 +245,7 @@ impl Syncer {
                                 replay.push(decoded.clone());
                             }
                             self.on_event(decoded);
-                            if !self.dirty.is_empty() || !self.refetch.is_empty() {
+                            if !self.dirty.is_empty() || !self.refetch.is_empty() || self.pods_pending() {
                                 let earliest = last_flush
                                     .map_or_else(Instant::now, |t| t + self.cfg.coalesce)
                                     .max(Instant::now());
@@ -394,6 +406,9 @@ impl Syncer {
     }
 
     fn on_event(&mut self, decoded: Decoded) {
+        let Some(decoded) = self.pod_event(decoded) else {
+            return;
+        };
         match decoded {
             Decoded::Apply(event) => {
                 let applied = self.cluster.apply(&event);
@@ -411,6 +426,9 @@ impl Syncer {
                     self.refetch.insert(id);
                 }
             }
+            // Taken by `pod_event`.
+            Decoded::RefetchPods(_) | Decoded::RefetchAllPods | Decoded::InstanceChanged { .. } => {
+            }
         }
     }
 
@@ -422,7 +440,7 @@ impl Syncer {
             return;
         };
         let ids = std::mem::take(&mut self.refetch);
-        if ids.is_empty() {
+        if ids.is_empty() && !self.pods_pending() {
             return;
         }
         let client = &self.client;
@@ -439,6 +457,8 @@ impl Syncer {
                 Ok(app) => {
                     if app.is_none() {
                         self.not_apps.insert(id.clone());
+                        // Not an app: perhaps a pod whose creation event was missed.
+                        self.refetch_pods.insert(id.clone());
                     }
                     if self.cluster.replace_app(&id, app) {
                         self.dirty.insert(id);
@@ -448,6 +468,7 @@ impl Syncer {
                 Err(e) => warn!("re-fetching app {id} failed, keeping what is known: {e}"),
             }
         }
+        self.refetch_pods_now(&base).await;
         self.publish_dirty().await;
     }
 
@@ -497,11 +518,12 @@ impl Syncer {
     /// fetched, and publish. Only apps that differ from the current model are rebuilt, so a
     /// periodic resync costs a comparison, not a zone build; the initial sync (every app new)
     /// builds on a blocking thread, off the runtime's workers.
-    async fn replace_model(&mut self, snapshot: Snapshot, replayed: Vec<Decoded>) -> usize {
+    async fn replace_model(&mut self, mut snapshot: Snapshot, replayed: Vec<Decoded>) -> usize {
+        self.merge_snapshot_pods(&mut snapshot);
         if let Some(first) = snapshot.skipped.first() {
             // One line per resync, however many apps: they keep their last good records.
             warn!(
-                "{} app(s) Marathon sent cannot be parsed and keep their last good records; the first: {first}",
+                "{} app(s) or pod(s) Marathon sent cannot be parsed and keep their last good records; the first: {first}",
                 snapshot.skipped.len()
             );
         }
@@ -532,7 +554,9 @@ impl Syncer {
             .iter()
             .flat_map(|d| match d {
                 Decoded::Apply(event) => vec![event.app_id().clone()],
-                Decoded::Refetch(ids) => ids.clone(),
+                Decoded::Refetch(ids) | Decoded::RefetchPods(ids) => ids.clone(),
+                Decoded::RefetchAllPods => Vec::new(),
+                Decoded::InstanceChanged { run_spec_id, .. } => vec![run_spec_id.clone()],
             })
             .collect();
         let (drifted, explained): (BTreeSet<AppId>, BTreeSet<AppId>) =
@@ -734,6 +758,9 @@ struct Snapshot {
     seen: HashSet<u64>,
     /// Apps that could not be parsed.
     skipped: Vec<String>,
+    /// `GET /v2/pods/::status` (merged into the above by the sync task), or why it failed.
+    pods: Option<crate::marathon::pods::PodsListing>,
+    pods_error: Option<String>,
 }
 
 struct FilterSink {
@@ -777,7 +804,7 @@ pub const RECONNECT_RESYNC_MIN: Duration = Duration::from_secs(5);
 /// Updates that change more apps than this run on a blocking thread.
 const BLOCKING_BUILD: usize = 1000;
 
-/// `GET /v2/apps?embed=apps.tasks` from the stream's Marathon first; only if it fails, from
+/// `GET /v2/apps?embed=apps.tasks` and `GET /v2/pods/::status` from the stream's Marathon first; only if it fails, from
 /// every other candidate.
 async fn fetch_snapshot(
     client: &MarathonClient,
@@ -789,11 +816,17 @@ async fn fetch_snapshot(
             fingerprints: fingerprints.clone(),
             snapshot: Snapshot::default(),
         };
-        client
+        let mut snapshot = client
             .apps_into(&base, sink)
             .await
             .map(|s| s.snapshot)
-            .map_err(ResyncError::from)
+            .map_err(ResyncError::from)?;
+        // Pods from the same Marathon; a failure here keeps the known pods, not the apps.
+        match client.pods_status(&base).await {
+            Ok(listing) => snapshot.pods = Some(listing.unwrap_or_default()),
+            Err(e) => snapshot.pods_error = Some(e.to_string()),
+        }
+        Ok(snapshot)
     };
     let mut fetched = Err(ResyncError::NoMarathon);
     if let Some(base) = stream_base {

@@ -722,6 +722,40 @@ impl MarathonClient {
         })
     }
 
+    /// `GET /v2/pods/::status`: every pod with its instances; `None` if this Marathon has no
+    /// pods API (before 1.4: 404).
+    pub async fn pods_status(
+        &self,
+        base: &Url,
+    ) -> Result<Option<crate::marathon::pods::PodsListing>, ClientError> {
+        let url = Self::join(base, "v2/pods/::status")?;
+        match self.get(url.clone()).await {
+            Ok(body) => crate::marathon::pods::pods_status_response(&body)
+                .map(Some)
+                .map_err(|source| ClientError::Decode {
+                    url: url.to_string(),
+                    source,
+                }),
+            Err(ClientError::Status { status, .. }) if status == StatusCode::NOT_FOUND => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v2/pods/{id}::status`; `None` if the pod no longer exists.
+    pub async fn pod_status(&self, base: &Url, id: &str) -> Result<Option<App>, ClientError> {
+        let url = Self::join(base, &format!("v2/pods{id}::status"))?;
+        match self.get(url.clone()).await {
+            Ok(body) => crate::marathon::pods::pod_status_response(&body)
+                .map(Some)
+                .map_err(|source| ClientError::Decode {
+                    url: url.to_string(),
+                    source,
+                }),
+            Err(ClientError::Status { status, .. }) if status == StatusCode::NOT_FOUND => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /v2/apps/{id}?embed=app.tasks`; `None` if the app no longer exists.
     pub async fn app(&self, base: &Url, id: &str) -> Result<Option<App>, ClientError> {
         let url = Self::join(base, &format!("v2/apps{id}?embed=app.tasks"))?;

@@ -46,8 +46,20 @@ pub enum Received {
 pub enum Decoded {
     /// Apply to the model directly.
     Apply(ClusterEvent),
-    /// Definitions changed: re-fetch these apps over REST.
+    /// Definitions changed: re-fetch these apps over REST (or pods, for ids known as pods).
     Refetch(Vec<AppId>),
+    /// Pods changed (`pod_updated_event`, `pod_deleted_event`): re-read these pods' status.
+    RefetchPods(Vec<AppId>),
+    /// A pod was created (`pod_created_event` names no pod): re-read every pod's status.
+    RefetchAllPods,
+    /// `instance_changed_event`: an instance of an app or pod changed condition. Only pods
+    /// use it (apps' tasks have their own `status_update_event`).
+    InstanceChanged {
+        run_spec_id: AppId,
+        instance: Option<InstanceKey>,
+        /// The instance reached a terminal condition.
+        ended: bool,
+    },
 }
 
 /// Mesos task states after which a task is gone for good.
@@ -101,6 +113,12 @@ pub fn instance_key(id: &str) -> Option<InstanceKey> {
     Some(InstanceKey(key))
 }
 
+/// `instance_changed_event` conditions after which an instance serves nothing
+/// (`Condition.scala`; `Killing` included: it is on its way out).
+const INSTANCE_ENDED: &[&str] = &[
+    "Error", "Failed", "Finished", "Killed", "Killing", "Gone", "Dropped", "Unknown",
+];
+
 /// Event types that are valid Marathon events but carry nothing for DNS.
 const IRRELEVANT: &[&str] = &[
     "event_stream_detached",
@@ -115,12 +133,8 @@ const IRRELEVANT: &[&str] = &[
     "unhealthy_task_kill_event",
     "unhealthy_instance_kill_event",
     "framework_message_event",
-    "instance_changed_event",
     "unknown_instance_terminated_event",
     "unknown_task_terminated_event",
-    "pod_created_event",
-    "pod_updated_event",
-    "pod_deleted_event",
     "scheduler_registered_event",
     "scheduler_reregistered_event",
     "scheduler_disconnected_event",
@@ -191,14 +205,31 @@ fn decode_model_event(event_type: &str, data: &str) -> Result<Option<Decoded>, D
             });
             Decoded::Refetch(id.into_iter().map(|id| normalize_id(&id)).collect())
         }
+        "pod_created_event" => Decoded::RefetchAllPods,
+        "pod_updated_event" | "pod_deleted_event" => {
+            let e: wire::PodEvent = json(event_type, data)?;
+            match e.uri.as_deref().and_then(super::pods::pod_id_of_uri) {
+                Some(id) => Decoded::RefetchPods(vec![id]),
+                None => Decoded::RefetchAllPods,
+            }
+        }
+        "instance_changed_event" => {
+            let e: wire::InstanceChangedEvent = json(event_type, data)?;
+            Decoded::InstanceChanged {
+                run_spec_id: normalize_id(&e.run_spec_id),
+                instance: instance_key(&e.instance_id),
+                ended: INSTANCE_ENDED.contains(&e.condition.as_str()),
+            }
+        }
         "deployment_success" | "deployment_failed" => {
             let e: wire::DeploymentEvent = json(event_type, data)?;
+            // Pods' actions name `pod` instead of `app`; both are re-fetched by id.
             let mut apps: Vec<AppId> = e
                 .plan
                 .into_iter()
                 .flat_map(|p| p.steps)
                 .flat_map(|s| s.actions)
-                .filter_map(|a| a.app)
+                .filter_map(|a| a.app.or(a.pod))
                 .map(|id| normalize_id(&id))
                 .collect();
             apps.sort();
@@ -210,7 +241,7 @@ fn decode_model_event(event_type: &str, data: &str) -> Result<Option<Decoded>, D
 }
 
 /// App ids are absolute paths; tolerate a missing leading slash.
-fn normalize_id(id: &str) -> AppId {
+pub(crate) fn normalize_id(id: &str) -> AppId {
     if id.starts_with('/') {
         id.to_string()
     } else {
@@ -233,7 +264,7 @@ fn ports(list: Option<&[u32]>) -> Vec<u16> {
 }
 
 /// `"udp,tcp"` → both; anything unknown (e.g. pods' `http`) counts as TCP.
-fn protocols(p: Option<&str>) -> Vec<Proto> {
+pub(crate) fn protocols(p: Option<&str>) -> Vec<Proto> {
     let mut out: Vec<Proto> = p
         .unwrap_or("tcp")
         .split(',')

@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod convert;
+pub mod pods;
 pub mod stream;
 pub mod wire;

@@ -244,4 +244,23 @@ pub struct WireStep {
 pub struct WireAction {
     #[serde(default)]
     pub app: Option<String>,
+    /// Set instead of `app` when the action is about a pod.
+    #[serde(default)]
+    pub pod: Option<String>,
+}
+
+/// `pod_created_event`, `pod_updated_event`, `pod_deleted_event`: `{clientIp, uri}` only.
+#[derive(Debug, Deserialize)]
+pub struct PodEvent {
+    #[serde(default)]
+    pub uri: Option<String>,
+}
+
+/// `instance_changed_event` (1.4+): no ports, no addresses.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceChangedEvent {
+    pub instance_id: String,
+    pub run_spec_id: String,
+    pub condition: String,
 }

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{SimApp, SimNetwork, SimPort, Simulator};
+use super::{SimApp, SimContainer, SimEndpoint, SimNetwork, SimPod, SimPort, Simulator};
 
 /// Agents of the sample cluster (documentation addresses, RFC 5737).
 const AGENTS: &[&str] = &["192.0.2.11", "192.0.2.12", "192.0.2.13"];
@@ -42,6 +42,21 @@ pub fn populate(sim: &Simulator) {
         for i in 0..3 {
             start(sim, &id, i, healthy);
         }
+    }
+    // A pod: two containers, one endpoint each, host networking (agent and host port).
+    sim.add_pod(SimPod::new(
+        "/prod/db",
+        SimNetwork::Host,
+        vec![
+            SimContainer::new("postgres", vec![SimEndpoint::host("pg")]),
+            SimContainer::new(
+                "exporter",
+                vec![SimEndpoint::host("metrics").with_protocols(&["http"])],
+            ),
+        ],
+    ));
+    for agent in AGENTS {
+        sim.start_pod_instance("/prod/db", agent, &[], None);
     }
 }
 

@@ -245,6 +245,11 @@ async fn handle(mut stream: TcpStream, node: Arc<Node>) {
                     ),
                 }
             }
+            p if p.starts_with("/v2/pods") => match behaviour.pods_failure {
+                Some(code) => (code, json!({"message": "simulated pods failure"})),
+                None => super::pods::route(&cluster, p)
+                    .unwrap_or_else(|| (404, json!({"message": "not found"}))),
+            },
             _ => (404, json!({"message": "not found"})),
         }
     };

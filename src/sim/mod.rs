@@ -5,6 +5,7 @@
 pub mod dev;
 mod http;
 pub mod model;
+pub mod pods;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 pub use model::{SimApp, SimNetwork, SimPort, SimTask};
+pub use pods::{SimContainer, SimEndpoint, SimPod, SimPodInstance};
 
 /// What the SSE connections are told.
 #[derive(Debug, Clone)]
@@ -36,6 +38,10 @@ pub(crate) struct Cluster {
     pub tasks: BTreeMap<String, SimTask>,
     /// The next service port to hand out.
     pub next_service_port: u16,
+    pub pods: BTreeMap<String, SimPod>,
+    pub pod_instances: BTreeMap<String, SimPodInstance>,
+    /// When each instance started (a counter), to scale down the newest first.
+    pub pod_order: BTreeMap<String, u64>,
 }
 
 /// Behaviour switches, per simulated Marathon.
@@ -51,6 +57,8 @@ pub(crate) struct Behaviour {
     pub rest_delay: Option<Duration>,
     /// `/v2/apps` answers 200 with exactly this body (a misbehaving proxy, a broken Marathon).
     pub apps_body: Option<String>,
+    /// Answer the pods API (`/v2/pods…`) only with this status.
+    pub pods_failure: Option<u16>,
 }
 
 pub(crate) struct Shared {
@@ -189,6 +197,11 @@ impl Simulator {
     /// Answer every REST call with this HTTP status (e.g. 503), or serve normally (`None`).
     pub fn fail_rest(&self, status: Option<u16>) {
         lock(&self.node.behaviour).rest_failure = status;
+    }
+
+    /// Answer only the pods API with this HTTP status (e.g. 500), or serve it (`None`).
+    pub fn fail_pods_api(&self, status: Option<u16>) {
+        lock(&self.node.behaviour).pods_failure = status;
     }
 
     /// Require this `Authorization` header value on every request.
