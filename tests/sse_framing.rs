@@ -153,3 +153,66 @@ async fn an_endless_line_drops_the_connection_instead_of_filling_memory() {
     assert!(saw_connect, "it was connected, then cut off");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn arbitrary_bytes_never_stop_the_stream_task() {
+    // SSE-ish noise: field names, line ends of every kind, random bytes, long lines.
+    let mut x: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.as_nanos() as u64)
+        | 1;
+    println!("seed {x}");
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let pieces: [&[u8]; 9] = [
+        b"data: ",
+        b"event: status_update_event\n",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b":comment\n",
+        b"data: {\"appId\": \"/x\", \"taskStatus\": \"TASK_RUNNING\"}\n\n",
+        b"retry: 10\n",
+        b"id: 1\n",
+    ];
+    for _ in 0..20 {
+        let mut body = Vec::new();
+        for _ in 0..200 {
+            match next() % 4 {
+                0 => body.extend((0..next() % 64).map(|_| next() as u8)),
+                1 => body.extend(std::iter::repeat_n(b'x', (next() % 5000) as usize)),
+                _ => body.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]),
+            }
+        }
+        let url = serve(body).await;
+        let client = marathon_client(&Settings::new(vec![url])).expect("client");
+        let (tx, mut rx) = mpsc::channel(256);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(stream::run(
+            client,
+            stream::StreamLimits {
+                read_timeout: Duration::from_millis(300),
+                max_event: 4096,
+            },
+            tx,
+            shutdown.clone(),
+        ));
+        // The task consumes the noise and comes round to reconnect: it is alive.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the stream reports in time")
+            {
+                Some(StreamMessage::Reconnecting) => break,
+                Some(_) => {}
+                None => panic!("the stream task ended"),
+            }
+        }
+        shutdown.cancel();
+        task.await.expect("the stream task did not panic");
+    }
+}
