@@ -200,3 +200,20 @@ async fn credentials_do_not_follow_a_redirect_off_the_configured_hosts() {
         running.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_takes_long_to_render_still_syncs() {
+    // Marathon renders /v2/apps whole before sending a byte: on a big cluster that is seconds
+    // of silence. A read timeout (30 s) allows it; a total request timeout would never sync.
+    let sim = Simulator::start().await.expect("sim");
+    web(&sim);
+    sim.delay_rest(Some(Duration::from_secs(11)));
+    let mut s = settings(vec![sim.url()]);
+    s.leader_lookup = false;
+    let running = server::start(s).await.expect("starts");
+    tokio::time::timeout(Duration::from_secs(40), running.wait_synced())
+        .await
+        .expect("synced despite 11 s of silence");
+    assert_eq!(web_a(&running).await, ["10.0.0.1"]);
+    running.shutdown().await;
+}

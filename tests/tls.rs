@@ -292,9 +292,14 @@ async fn mutual_tls_with_a_client_certificate() {
     let s = settings_from_flags(&["--marathon", &url, "--marathon-ca-file", &ca]);
     let client = server::marathon_client(&s).expect("client");
     let base = reqwest::Url::parse(&format!("{url}/")).expect("url");
+    let before = sim.requests("/v2/apps");
     let err = client.apps(&base).await.expect_err("no client certificate");
     println!("without a client certificate: {err}");
-    assert!(err.to_string().contains("CertificateRequired"), "{err}");
+    // In TLS 1.3 the server judges the client certificate after the client has finished its
+    // half of the handshake, so the client sees either the `CertificateRequired` alert or, when
+    // its request raced the alert, a connection closed under it. Either way nothing reached
+    // Marathon: that is what the user relies on.
+    assert_eq!(sim.requests("/v2/apps"), before, "{err}");
 
     let running = start_synced(settings_from_flags(&[
         "--marathon",
