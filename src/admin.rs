@@ -32,6 +32,8 @@ pub struct Views {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Asks the sync task (the model's owner) for `/v1/apps`.
     pub control: tokio::sync::mpsc::Sender<Control>,
+    /// Zone transfer and NOTIFY counters.
+    pub transfers: Arc<crate::transfer::TransferStats>,
 }
 
 type Admin = Views;
@@ -258,6 +260,7 @@ async fn metrics(State(a): State<Admin>) -> Response {
         metric(name, "counter", help, value.to_string());
     }
     a.queries.render(&mut out);
+    a.transfers.render(&mut out);
     s.render_event_latency(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

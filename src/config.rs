@@ -324,6 +324,37 @@ pub struct ServeArgs {
     /// Close a TCP connection this long after it opened (after the answer in progress).
     #[arg(long, env = "MARATHON_DNS_TCP_MAX_LIFETIME", default_value = "10m", value_parser = parse_duration)]
     pub tcp_max_lifetime: Duration,
+
+    /// Secondaries that may transfer the zones (AXFR/IXFR over TCP), as CIDR (comma-separated
+    /// or repeated). Default: nobody (REFUSED). See docs/scale-out.md.
+    #[arg(long = "allow-transfer", env = "MARATHON_DNS_ALLOW_TRANSFER", value_delimiter = ',', value_parser = crate::dns::policy::parse_net)]
+    pub allow_transfer: Vec<ipnet::IpNet>,
+
+    /// Versions of the Marathon zone kept for IXFR (one per publish; at most 500,000 changed
+    /// records in all). A secondary further behind gets the whole zone.
+    #[arg(long, env = "MARATHON_DNS_IXFR_HISTORY", default_value_t = 1000)]
+    pub ixfr_history: usize,
+
+    /// Secondaries to NOTIFY (ADDR:PORT, comma-separated or repeated) when the Marathon zone's
+    /// serial changes.
+    #[arg(long = "notify", env = "MARATHON_DNS_NOTIFY", value_delimiter = ',')]
+    pub notify: Vec<SocketAddr>,
+
+    /// TSIG key NAME:ALGORITHM:BASE64SECRET (hmac-sha256, hmac-sha384, hmac-sha512;
+    /// repeatable). With a key, transfers must be signed with one, and NOTIFYs are signed
+    /// with the first. Prefer --tsig-key-file: arguments are visible to other local users.
+    #[arg(
+        long = "tsig-key",
+        env = "MARATHON_DNS_TSIG_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub tsig_key: Vec<String>,
+
+    /// File of TSIG keys in BIND's format, as `tsig-keygen` or `keymgr -t` write them
+    /// (`key "name" { algorithm hmac-sha256; secret "..."; };`).
+    #[arg(long, env = "MARATHON_DNS_TSIG_KEY_FILE")]
+    pub tsig_key_file: Option<PathBuf>,
 }
 
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8054";

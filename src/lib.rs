@@ -20,4 +20,5 @@ pub mod server;
 pub mod sim;
 pub mod sync;
 pub mod systemd;
+pub mod transfer;
 pub mod zone;

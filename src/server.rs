@@ -73,6 +73,31 @@ pub struct Settings {
     pub admin_listen: Option<SocketAddr>,
     /// Answering on with /ready at 503 after a stop signal, before stopping.
     pub lame_duck: Duration,
+    /// Zone transfers, NOTIFY and TSIG (docs/scale-out.md).
+    pub transfer: TransferSettings,
+}
+
+/// `--allow-transfer`, `--ixfr-history`, `--notify`, `--tsig-key(-file)`.
+#[derive(Debug, Clone, Default)]
+pub struct TransferSettings {
+    pub allow: NetList,
+    pub history: usize,
+    pub notify: Vec<SocketAddr>,
+    pub keys: Vec<crate::transfer::tsig::Key>,
+}
+
+impl PartialEq for TransferSettings {
+    /// Keys compare by name and algorithm (secrets are not kept comparable).
+    fn eq(&self, other: &Self) -> bool {
+        let keys = |s: &Self| -> Vec<(String, String)> {
+            s.keys
+                .iter()
+                .map(|k| (k.name().to_string(), k.algorithm().to_string()))
+                .collect()
+        };
+        (&self.allow, self.history, &self.notify) == (&other.allow, other.history, &other.notify)
+            && keys(self) == keys(other)
+    }
 }
 
 /// One UDP worker per core.
@@ -93,6 +118,14 @@ pub enum SettingsError {
     CredentialsAndToken,
     #[error("Marathon credentials must be user:password")]
     BadCredentials,
+    #[error("--tsig-key: {0}")]
+    TsigKey(#[source] crate::transfer::tsig::KeyError),
+    #[error("{}: {source}", path.display())]
+    TsigKeyFile {
+        path: PathBuf,
+        #[source]
+        source: crate::transfer::tsig::KeyError,
+    },
 }
 
 impl Settings {
@@ -128,6 +161,24 @@ impl Settings {
             (None, None) => None,
         };
         let mut settings = Self::with_auth(args, auth);
+        for spec in &args.tsig_key {
+            let key = crate::transfer::tsig::Key::parse(spec).map_err(SettingsError::TsigKey)?;
+            settings.transfer.keys.push(key);
+        }
+        if let Some(path) = &args.tsig_key_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| SettingsError::SecretFile {
+                    path: path.clone(),
+                    source,
+                })?;
+            let keys = crate::transfer::tsig::parse_key_file(&text).map_err(|source| {
+                SettingsError::TsigKeyFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            settings.transfer.keys.extend(keys);
+        }
         // Only a secret that came from a file can change; an inline one wins over its file.
         settings.auth_file = match (args, &settings.auth) {
             (
@@ -193,6 +244,12 @@ impl Settings {
             udp_workers: args.udp_workers.unwrap_or_else(default_udp_workers),
             admin_listen: args.admin_listen.0,
             lame_duck: args.lame_duck,
+            transfer: TransferSettings {
+                allow: NetList(args.allow_transfer.clone()),
+                history: args.ixfr_history,
+                notify: args.notify.clone(),
+                keys: Vec::new(),
+            },
         }
     }
 }
@@ -378,6 +435,10 @@ fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("udp-workers", old.udp_workers != new.udp_workers);
     check("admin-listen", old.admin_listen != new.admin_listen);
     check("lame-duck", old.lame_duck != new.lame_duck);
+    check(
+        "allow-transfer/ixfr-history/notify/tsig-key*",
+        old.transfer != new.transfer,
+    );
     keys
 }
 
@@ -549,6 +610,21 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let store = Arc::new(store);
     let client = marathon_client(&settings)?;
     let metrics = Arc::new(crate::dns::metrics::DnsMetrics::default());
+    let status = Arc::new(SyncStatus::default());
+    let journal = (!settings.transfer.allow.0.is_empty())
+        .then(|| Arc::new(crate::transfer::Journal::new(settings.transfer.history)));
+    let transfers = Arc::new(crate::transfer::Transfers::new(
+        crate::transfer::TransferPolicy {
+            allow: settings.transfer.allow.clone(),
+            allow_query: settings.allow_query.clone(),
+            keys: settings.transfer.keys.clone(),
+        },
+        store.clone(),
+        journal
+            .clone()
+            .unwrap_or_else(|| Arc::new(crate::transfer::Journal::new(0))),
+        status.clone(),
+    ));
     let dns = listen::serve(
         &settings.listen,
         store.clone(),
@@ -560,6 +636,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             udp_workers: settings.udp_workers,
             allow_query: settings.allow_query.clone(),
             rrl: Some(settings.rrl.clone()),
+            transfers: Some(transfers.clone()),
         },
         metrics.clone(),
     )
@@ -567,7 +644,6 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     for addr in &dns.udp {
         info!("serving DNS for {} on {addr} (UDP and TCP)", settings.zone);
     }
-    let status = Arc::new(SyncStatus::default());
     let shutdown = CancellationToken::new();
     let (tx, rx) = mpsc::channel(1024);
     let (control, control_rx) = mpsc::channel(16);
@@ -581,13 +657,20 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         tx,
         shutdown.clone(),
     ));
-    tasks.spawn(
-        Syncer::new(sync_cfg, client.clone(), store.clone(), status.clone()).run(
-            rx,
-            control_rx,
-            shutdown.clone(),
-        ),
-    );
+    let mut syncer = Syncer::new(sync_cfg, client.clone(), store.clone(), status.clone());
+    if let Some(journal) = journal {
+        syncer = syncer.with_journal(journal);
+    }
+    tasks.spawn(syncer.run(rx, control_rx, shutdown.clone()));
+    let notifier = crate::transfer::notify::Notifier {
+        zones: store.clone(),
+        status: status.clone(),
+        key: settings.transfer.keys.first().cloned(),
+        stats: transfers.stats.clone(),
+    };
+    for target in &settings.transfer.notify {
+        tasks.spawn(notifier.clone().run(*target, shutdown.clone()));
+    }
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin = match settings.admin_listen {
         Some(addr) => {
@@ -599,6 +682,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                     queries: metrics,
                     draining: draining.clone(),
                     control: control.clone(),
+                    transfers: transfers.stats.clone(),
                 },
                 shutdown.clone(),
             )

@@ -115,6 +115,8 @@ pub struct Syncer {
     serial_file_failing: bool,
     /// When the events not yet published arrived.
     received: Vec<Instant>,
+    /// The IXFR history, when zone transfers are on.
+    journal: Option<Arc<crate::transfer::Journal>>,
 }
 
 fn unix_now() -> u64 {
@@ -156,7 +158,14 @@ impl Syncer {
             fingerprints: Fingerprints::default(),
             serial_file_failing: false,
             received: Vec::new(),
+            journal: None,
         }
+    }
+
+    /// Keep the IXFR history in `journal` (one delta per publish, pushed before it is served).
+    pub fn with_journal(mut self, journal: Arc<crate::transfer::Journal>) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
     /// Run until `shutdown`, consuming the stream's messages; the last serial is on disk
@@ -728,6 +737,21 @@ impl Syncer {
             return;
         }
         let serial = build::next_serial(builder.serial(), unix_now());
+        if let Some(journal) = &self.journal {
+            if builder.keeps_changes() {
+                let delta = crate::transfer::journal::Delta {
+                    from: builder.serial(),
+                    to: serial,
+                    changes: builder.take_changes(),
+                };
+                journal.push(delta);
+            } else {
+                // A new builder (start, reload, a failed build): its first publish is the
+                // whole zone, which no secondary can hold a diff against.
+                journal.clear();
+                builder.keep_changes();
+            }
+        }
         let zone = builder.snapshot(serial);
         self.reserve_serial(serial);
         self.store.publish(Arc::new(zone));

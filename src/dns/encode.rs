@@ -36,6 +36,8 @@ pub struct Query<'q> {
 #[derive(Debug)]
 pub struct Full;
 
+/// A response writer over a caller's buffer (also used by `transfer` for AXFR/IXFR
+/// messages).
 pub struct Encoder<'b, 'z> {
     buf: &'b mut [u8],
     pos: usize,
@@ -46,7 +48,7 @@ pub struct Encoder<'b, 'z> {
 }
 
 impl<'b, 'z> Encoder<'b, 'z> {
-    fn new(buf: &'b mut [u8], max: usize) -> Self {
+    pub(crate) fn new(buf: &'b mut [u8], max: usize) -> Self {
         let max = max.min(buf.len());
         Self {
             buf,
@@ -58,7 +60,7 @@ impl<'b, 'z> Encoder<'b, 'z> {
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), Full> {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), Full> {
         let end = self.pos + bytes.len();
         if end > self.max {
             return Err(Full);
@@ -76,7 +78,7 @@ impl<'b, 'z> Encoder<'b, 'z> {
         self.write(&v.to_be_bytes())
     }
 
-    fn store(&mut self, offset: usize, suffix: &'z [u8]) {
+    pub(crate) fn store(&mut self, offset: usize, suffix: &'z [u8]) {
         if self.pos < 0x3FFF && self.ncandidates < MAX_CANDIDATES {
             self.candidates[self.ncandidates] = (offset as u16, suffix);
             self.ncandidates += 1;
@@ -148,17 +150,47 @@ impl<'b, 'z> Encoder<'b, 'z> {
         }
     }
 
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> usize {
+        self.pos
+    }
+
+    /// The message written so far.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[..self.pos]
+    }
+
+    /// The message written so far, to patch its header.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.pos]
+    }
+
     /// One record, rolled back entirely if it does not fit.
     fn record(&mut self, owner: &'z [u8], ttl: u32, rec: &'z Rec) -> Result<(), Full> {
+        self.record_data(owner, ttl, &rec.rdata, None)
+    }
+
+    /// One record from its parts; `other` is the rdata of a type this encoder does not know
+    /// (`Rdata::Other`), already in wire form. Rolled back entirely if it does not fit.
+    pub(crate) fn record_data(
+        &mut self,
+        owner: &'z [u8],
+        ttl: u32,
+        rdata: &'z Rdata,
+        other: Option<&[u8]>,
+    ) -> Result<(), Full> {
         let (pos, ncandidates) = (self.pos, self.ncandidates);
         let result = (|| {
             self.name(owner, true)?;
-            self.u16(u16::from(rec.rdata.record_type()))?;
+            self.u16(u16::from(rdata.record_type()))?;
             self.u16(CLASS_IN)?;
             self.u32(ttl)?;
             let length_at = self.pos;
             self.u16(0)?;
-            self.rdata(&rec.rdata)?;
+            match (rdata, other) {
+                (Rdata::Other(_), Some(bytes)) => self.write(bytes)?,
+                _ => self.rdata(rdata)?,
+            }
             let length = (self.pos - length_at - 2) as u16;
             self.buf[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
             Ok(())

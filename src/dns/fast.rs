@@ -92,6 +92,10 @@ pub fn answer(handler: &DnsHandler, packet: &[u8], out: &mut [u8]) -> Option<Ans
     let fixed = packet.get(at..at + 4)?;
     let qtype = RecordType::from(u16::from_be_bytes([fixed[0], fixed[1]]));
     let qclass = DNSClass::from(u16::from_be_bytes([fixed[2], fixed[3]]));
+    if matches!(qtype, RecordType::AXFR | RecordType::IXFR) && handler.policy().transfers.is_some()
+    {
+        return None;
+    }
     let question = &packet[12..at + 4];
     let rest = &packet[at + 4..];
     let edns = if be(10) == 1 {
@@ -386,6 +390,16 @@ fn slow(
         from,
         handler: handler.clone(),
     };
+    if let Some(transfers) = &handler.policy().transfers
+        && crate::transfer::Transfers::wants(query)
+    {
+        if let Some(answer) = transfers.serve_udp(query, src.ip())
+            && let Err(e) = send(&reply.socket, &answer, src, from)
+        {
+            debug!("UDP send to {src} failed: {e}");
+        }
+        return;
+    }
     let mut decoder = BinDecoder::new(query);
     let Ok(header) = Header::read(&mut decoder) else {
         return;

@@ -43,6 +43,9 @@ pub struct Policy {
     pub allow_query: NetList,
     /// Response rate limiting on UDP, if on.
     pub rrl: Option<Rrl>,
+    /// Zone transfers and TSIG-signed queries are theirs (our TCP listener and the UDP
+    /// hand-off pass them on before the handler sees them).
+    pub transfers: Option<Arc<crate::transfer::Transfers>>,
 }
 
 /// The authoritative request handler.

@@ -44,6 +44,8 @@ pub struct ListenOptions {
     pub allow_query: NetList,
     /// Response rate limiting (UDP).
     pub rrl: Option<RrlConfig>,
+    /// Zone transfers and signed queries (AXFR/IXFR, TSIG).
+    pub transfers: Option<Arc<crate::transfer::Transfers>>,
 }
 
 impl DnsServer {
@@ -76,6 +78,7 @@ pub async fn serve(
     let policy = || Policy {
         allow_query: options.allow_query.clone(),
         rrl: None,
+        transfers: options.transfers.clone(),
     };
     let rrl = options.rrl.as_ref().and_then(Rrl::new);
     let mut server = Server::new(

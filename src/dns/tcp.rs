@@ -352,6 +352,12 @@ async fn answer(
             }
         }
     };
+    if let Some(transfers) = &handler.policy().transfers
+        && crate::transfer::Transfers::wants(&message)
+    {
+        transfers.serve_tcp(&message, peer.ip(), &mut reply).await?;
+        return reply.failed();
+    }
     match Request::from_bytes(message, peer, Protocol::Tcp) {
         Ok(request) => {
             if request.metadata.message_type == MessageType::Response {
@@ -395,6 +401,26 @@ impl TcpReply {
             ));
         }
         Ok(())
+    }
+}
+
+impl crate::transfer::FrameSink for TcpReply {
+    /// One message as a frame, with the write timeout: a secondary that stops reading ends
+    /// its transfer instead of holding it (and its snapshot) forever.
+    async fn send(&mut self, message: &[u8]) -> io::Result<()> {
+        let len = u16::try_from(message.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "message over 65,535 bytes"))?;
+        let mut frame = Vec::with_capacity(message.len() + 2);
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(message);
+        let mut writer = self.writer.lock().await;
+        let error = match tokio::time::timeout(self.write_timeout, writer.write_all(&frame)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::new(io::ErrorKind::TimedOut, "client not reading"),
+        };
+        self.broken.store(true, Ordering::Release);
+        Err(error)
     }
 }
 

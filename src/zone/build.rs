@@ -325,11 +325,10 @@ fn app_records(
     }
 }
 
-/// The next serial: greater than the last one and, when the clock allows, the current Unix
-/// time, so that it also grows across restarts.
+/// The next serial: newer than the last one (RFC 1982) and, when the clock allows, the
+/// current Unix time, so that it also grows across restarts.
 pub fn next_serial(previous: u32, unix_now: u64) -> u32 {
-    let now = u32::try_from(unix_now).unwrap_or(u32::MAX);
-    now.max(previous.wrapping_add(1))
+    super::serial::next(previous, unix_now)
 }
 
 #[cfg(test)]

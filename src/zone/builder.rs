@@ -46,6 +46,19 @@ pub struct ZoneBuilder {
     units: HashMap<String, Contribution>,
     /// Units whose last build skipped agents that did not resolve.
     unresolved: BTreeSet<String>,
+    /// Records that entered (+1) or left (-1) the zone since the last `take_changes`, when
+    /// asked to keep them (IXFR): net per record, so churn within one publish cancels out.
+    changes: Option<BTreeMap<Change, i8>>,
+}
+
+/// One record of the zone as IXFR lists it: owner, TTL, data.
+pub type Change = (WireName, u32, Rdata);
+
+/// The records a publish removed and added (each sorted, none in both).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub removed: Vec<Change>,
+    pub added: Vec<Change>,
 }
 
 impl ZoneBuilder {
@@ -80,6 +93,7 @@ impl ZoneBuilder {
             children: HashMap::new(),
             units: HashMap::new(),
             unresolved: BTreeSet::new(),
+            changes: None,
         };
         builder.set_soa(serial);
         builder
@@ -87,6 +101,43 @@ impl ZoneBuilder {
 
     pub fn serial(&self) -> u32 {
         self.serial
+    }
+
+    /// Start keeping the records that enter and leave the zone, for [`Self::take_changes`].
+    /// Off by default: without transfers nobody reads them.
+    pub fn keep_changes(&mut self) {
+        self.changes.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// Whether changes are being kept.
+    pub fn keeps_changes(&self) -> bool {
+        self.changes.is_some()
+    }
+
+    /// The records removed and added since the last call (SOA excluded: its serial is the
+    /// transfer's own business).
+    pub fn take_changes(&mut self) -> Changes {
+        let mut out = Changes::default();
+        let Some(changes) = self.changes.as_mut() else {
+            return out;
+        };
+        for (change, net) in std::mem::take(changes) {
+            match net {
+                1.. => out.added.push(change),
+                ..=-1 => out.removed.push(change),
+                0 => {}
+            }
+        }
+        out
+    }
+
+    fn note(&mut self, change: (&WireName, u32, &Rdata), delta: i8) {
+        if let Some(changes) = self.changes.as_mut() {
+            let (owner, ttl, rdata) = change;
+            *changes
+                .entry((owner.clone(), ttl, rdata.clone()))
+                .or_insert(0) += delta;
+        }
     }
 
     /// Put the SOA at `serial` into the apex node.
@@ -299,11 +350,15 @@ impl ZoneBuilder {
             snapshot::add_name(&mut self.nodes, n, &origin);
         }
         for (owner, ttl, rdata) in sorted_minus(&new.records, &old.records) {
-            self.nodes.update(owner, |n| n.add(*ttl, rdata));
+            if self.nodes.update(owner, |n| n.add(*ttl, rdata)) {
+                self.note((owner, *ttl, rdata), 1);
+            }
             records += 1;
         }
         for (owner, ttl, rdata) in sorted_minus(&old.records, &new.records) {
-            self.nodes.update_bytes(owner, |n| n.remove(*ttl, rdata));
+            if self.nodes.update_bytes(owner, |n| n.remove(*ttl, rdata)) {
+                self.note((owner, *ttl, rdata), -1);
+            }
             records += 1;
         }
         for n in sorted_minus(&old.names, &new.names) {

@@ -200,11 +200,14 @@ impl Node {
             .chunk_by(|a, b| a.rdata.record_type() == b.rdata.record_type())
     }
 
-    /// Add one reference to a record.
-    pub(crate) fn add(&mut self, ttl: u32, rdata: &Rdata) {
+    /// Add one reference to a record; true if the record is new at this name.
+    pub(crate) fn add(&mut self, ttl: u32, rdata: &Rdata) -> bool {
         let wanted = (rdata.record_type(), rdata, ttl);
         match self.records.binary_search_by(|r| key(r).cmp(&wanted)) {
-            Ok(i) => self.records[i].refs += 1,
+            Ok(i) => {
+                self.records[i].refs += 1;
+                false
+            }
             Err(i) => {
                 // Exact capacity: most names hold one to three records for their whole life.
                 self.records.reserve_exact(1);
@@ -216,22 +219,26 @@ impl Node {
                         refs: 1,
                     },
                 );
+                true
             }
         }
     }
 
-    /// Drop one reference to a record.
-    pub(crate) fn remove(&mut self, ttl: u32, rdata: &Rdata) {
+    /// Drop one reference to a record; true if that was the last one and it left the name.
+    pub(crate) fn remove(&mut self, ttl: u32, rdata: &Rdata) -> bool {
         let wanted = (rdata.record_type(), rdata, ttl);
-        if let Ok(i) = self.records.binary_search_by(|r| key(r).cmp(&wanted)) {
-            self.records[i].refs -= 1;
-            if self.records[i].refs == 0 {
-                self.records.remove(i);
-                if self.records.capacity() > 2 * self.records.len() + 2 {
-                    self.records.shrink_to_fit();
-                }
-            }
+        let Ok(i) = self.records.binary_search_by(|r| key(r).cmp(&wanted)) else {
+            return false;
+        };
+        self.records[i].refs -= 1;
+        if self.records[i].refs > 0 {
+            return false;
         }
+        self.records.remove(i);
+        if self.records.capacity() > 2 * self.records.len() + 2 {
+            self.records.shrink_to_fit();
+        }
+        true
     }
 
     /// Replace the RRset of `rtype` by one record.

@@ -6,6 +6,7 @@ pub mod data;
 pub mod export;
 pub mod name;
 pub mod nodes;
+pub mod serial;
 pub mod snapshot;
 pub mod store;
 pub mod zonefile;

@@ -260,6 +260,20 @@ impl ZoneSnapshot {
         }
     }
 
+    /// Every record, owners in no particular order, without copying (zone transfers).
+    pub fn iter_records(&self) -> impl Iterator<Item = (&WireName, &Rec)> + Send + '_ {
+        self.nodes
+            .iter()
+            .flat_map(|(owner, node)| node.rrsets().flatten().map(move |r| (owner, r)))
+    }
+
+    /// The SOA as owner, TTL and data (every served zone has one).
+    pub fn soa_record(&self) -> Option<(&[u8], u32, &Rdata)> {
+        let (owner, node) = self.nodes.get_key_value(&self.origin)?;
+        let rec = node.rrset(RecordType::SOA)?.first()?;
+        Some((&owner[..], rec.ttl, &rec.rdata))
+    }
+
     /// Every record as hickory records, SOA first, then by owner name and type; for zone
     /// export and tests.
     pub fn records(&self) -> Vec<Record> {

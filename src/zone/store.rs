@@ -42,6 +42,20 @@ impl ZoneStore {
         self.marathon.store(zone);
     }
 
+    /// The zone whose origin is `apex` (lower-cased wire form), and whether it is the
+    /// Marathon zone; for zone transfers, which hold it for their whole length.
+    pub fn zone_at(&self, apex: &[u8]) -> Option<(Arc<ZoneSnapshot>, bool)> {
+        let marathon = self.marathon.load_full();
+        if marathon.origin_wire() == apex {
+            return Some((marathon, true));
+        }
+        self.statics
+            .load()
+            .iter()
+            .find(|z| z.origin_wire() == apex)
+            .map(|z| (Arc::new(z.clone()), false))
+    }
+
     /// Run `f` with the zone with the longest origin that contains `name` (lower-cased wire
     /// form), if any. No reference count is taken: the query path only borrows.
     pub fn with_zone<R>(&self, name: &[u8], f: impl FnOnce(Option<&ZoneSnapshot>) -> R) -> R {

@@ -1,0 +1,18 @@
+//! Zone transfers to standard secondaries (Knot, NSD, BIND, CoreDNS): marathon-dns as a
+//! hidden primary (docs/scale-out.md).
+//!
+//! - `journal` — the IXFR history of the Marathon zone, filled by the sync task per publish.
+//! - `message` — transfer requests read from their bytes, responses cut into messages.
+//! - `service` — who may transfer, AXFR (RFC 5936) and IXFR (RFC 1995) streams, signed
+//!   answers to signed queries.
+//! - `notify` — NOTIFY (RFC 1996) on each new serial, coalesced and retried.
+//! - `tsig` — TSIG (RFC 8945) over raw messages.
+
+pub mod journal;
+pub mod message;
+pub mod notify;
+pub mod service;
+pub mod tsig;
+
+pub use journal::Journal;
+pub use service::{FrameSink, TransferPolicy, TransferStats, Transfers};
