@@ -153,7 +153,7 @@ fn nsd(nsd: &Path, primary: SocketAddr, port: u16, tsig: bool) -> Secondary {
     };
     let log = dir.path().join("nsd.log");
     let conf = format!(
-        "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{r}\"\n  database: \"\"\n  zonelistfile: \"{r}/zone.list\"\n  xfrdfile: \"{r}/xfrd.state\"\n  xfrdir: \"{r}\"\n  pidfile: \"{r}/nsd.pid\"\n  logfile: \"{log}\"\n  verbosity: 2\n  server-count: 1\n\
+        "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{r}\"\n  database: \"\"\n  zonelistfile: \"{r}/zone.list\"\n  xfrdfile: \"{r}/xfrd.state\"\n  xfrdir: \"{r}\"\n  pidfile: \"{r}/nsd.pid\"\n  logfile: \"{log}\"\n  verbosity: 2\n  server-count: 1\n  xfrd-reload-timeout: 0\n\
          remote-control:\n  control-enable: no\n\
          {key}\
          zone:\n  name: \"{ZONE}\"\n  zonefile: \"{ZONE}.zone\"\n  request-xfr: {pip}@{pport} {key_name}\n  allow-notify: {pip} {key_name}\n",
@@ -203,7 +203,7 @@ async fn until_serial(secondary: &Secondary, serial: u32, within: Duration) -> D
         if serial_at(secondary.addr).await == Some(serial) {
             return start.elapsed();
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     panic!(
         "{} did not reach serial {serial} within {within:?} (has {:?}); its log:\n{}",
@@ -345,6 +345,27 @@ async fn follows_marathon_dns(secondary_of: impl Fn(SocketAddr, u16) -> Secondar
         )
         .await
             >= 1
+    );
+
+    // Freshness: from a publish to the secondary serving it (NOTIFY → SOA check → IXFR).
+    let mut samples = Vec::new();
+    for i in 0..5 {
+        let before = running.status.serial();
+        sim.start_task("/prod/web", &format!("127.0.1.{i}"), &[])
+            .expect("task");
+        let published = loop {
+            if running.status.serial() != before {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        until_serial(&secondary, running.status.serial(), Duration::from_secs(5)).await;
+        samples.push(published.elapsed());
+    }
+    samples.sort();
+    println!(
+        "{}: publish → secondary serves it (NOTIFY + IXFR), 5 changes: median {:?}, max {:?}",
+        secondary.name, samples[2], samples[4]
     );
 
     // Restart marathon-dns on the same address: the serial file keeps serials moving forward,
