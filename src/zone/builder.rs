@@ -502,6 +502,75 @@ mod tests {
         }
     }
 
+    /// Records of the zone as IXFR sees them (SOA excluded).
+    fn record_set(b: &mut ZoneBuilder) -> BTreeSet<Change> {
+        let z = b.snapshot(1);
+        z.iter_records()
+            .filter(|(_, r)| r.rdata.record_type() != RecordType::SOA)
+            .map(|(o, r)| (o.clone(), r.ttl, r.rdata.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn kept_changes_are_exactly_the_difference_between_publishes() {
+        // Shared records (two apps publishing the same agent address under a group's name)
+        // must appear in the changes only when the last holder goes.
+        let ids = ["/prod/web", "/prod/api", "/prod/web/v2"];
+        let mut cluster = Cluster::default();
+        let soa = SoaTemplate::default_for(&cfg().origin);
+        let mut b = ZoneBuilder::new(cfg(), soa, &[], 1);
+        b.keep_changes();
+        let mut seed = 99u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut before = record_set(&mut b);
+        for step in 0..300 {
+            // Several updates between two publishes: churn inside one delta nets out.
+            for _ in 0..=next(3) {
+                let id = ids[next(ids.len() as u64) as usize].to_string();
+                match next(3) {
+                    0 => {
+                        cluster.apps.remove(&id);
+                    }
+                    1 => {
+                        let a = cluster.apps.entry(id.clone()).or_insert_with(|| app(&id));
+                        let head = ["c7c311a4", "0badf00d"][next(2) as usize];
+                        let t = task(head, &format!("10.0.0.{}", next(2)), 31000);
+                        a.tasks.insert(t);
+                    }
+                    _ => {
+                        if let Some(a) = cluster.apps.get_mut(&id) {
+                            let first = a.tasks.values().next().map(|t| t.id.clone());
+                            if let Some(k) = first {
+                                a.tasks.remove(&k);
+                            }
+                        }
+                    }
+                }
+                b.update(&cluster, [&id], &|_| Vec::new());
+            }
+            let changes = b.take_changes();
+            let after = record_set(&mut b);
+            let removed: BTreeSet<Change> = before.difference(&after).cloned().collect();
+            let added: BTreeSet<Change> = after.difference(&before).cloned().collect();
+            assert_eq!(
+                changes.removed.into_iter().collect::<BTreeSet<_>>(),
+                removed,
+                "step {step}"
+            );
+            assert_eq!(
+                changes.added.into_iter().collect::<BTreeSet<_>>(),
+                added,
+                "step {step}"
+            );
+            before = after;
+        }
+    }
+
     #[test]
     fn shared_names_and_empty_non_terminals_come_and_go() {
         let mut cluster = Cluster::default();
