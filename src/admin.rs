@@ -34,6 +34,8 @@ pub struct Views {
     pub control: tokio::sync::mpsc::Sender<Control>,
     /// Zone transfer and NOTIFY counters.
     pub transfers: Arc<crate::transfer::TransferStats>,
+    /// Marathon events received, by type.
+    pub event_types: Arc<crate::marathon::stream::EventTypes>,
 }
 
 type Admin = Views;
@@ -261,6 +263,7 @@ async fn metrics(State(a): State<Admin>) -> Response {
     }
     a.queries.render(&mut out);
     a.transfers.render(&mut out);
+    a.event_types.render(&mut out);
     s.render_event_latency(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

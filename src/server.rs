@@ -648,11 +648,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let (tx, rx) = mpsc::channel(1024);
     let (control, control_rx) = mpsc::channel(16);
     let mut tasks = JoinSet::new();
+    let event_types = Arc::new(stream::EventTypes::default());
     tasks.spawn(stream::run(
         client.clone(),
         stream::StreamLimits {
             read_timeout: settings.stream_timeout,
             max_event: settings.marathon_max_event,
+            counts: Some(event_types.clone()),
         },
         tx,
         shutdown.clone(),
@@ -683,6 +685,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                     draining: draining.clone(),
                     control: control.clone(),
                     transfers: transfers.stats.clone(),
+                    event_types,
                 },
                 shutdown.clone(),
             )

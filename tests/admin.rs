@@ -52,12 +52,20 @@ async fn ready_metrics_and_zone_views() {
     assert_eq!(metric(&before, "marathon_dns_marathon_synced"), 1.0);
     let publishes = metric(&before, "marathon_dns_zone_publishes_total");
     let events = metric(&before, "marathon_dns_events_total");
+    let status_updates = metric(
+        &before,
+        "marathon_dns_events_received_total{type=\"status_update_event\"}",
+    );
     assert!(before.contains("marathon_dns_build_info{version="));
     sim.start_task("/prod/web", "10.0.0.2", &[]).expect("task");
     eventually("metrics follow the event", || async {
         let (_, now) = get(&format!("{base}/metrics")).await;
         metric(&now, "marathon_dns_zone_publishes_total") > publishes
             && metric(&now, "marathon_dns_events_total") > events
+            && metric(
+                &now,
+                "marathon_dns_events_received_total{type=\"status_update_event\"}",
+            ) > status_updates
     })
     .await;
     let (_, now) = get(&format!("{base}/metrics")).await;

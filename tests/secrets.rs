@@ -182,3 +182,34 @@ fn token_is_never_logged() {
     );
     assert!(!logs.contains("S3CRET"), "token leaked:\n{logs}");
 }
+
+#[test]
+fn tsig_secrets_are_never_logged() {
+    // Base64 of "tsig-S3CRET-material-0123456789".
+    let secret = "dHNpZy1TM0NSRVQtbWF0ZXJpYWwtMDEyMzQ1Njc4OQ==";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("transfer.key");
+    std::fs::write(
+        &file,
+        format!("key \"file.key.\" {{\n  algorithm hmac-sha256;\n  secret \"{secret}\";\n}};\n"),
+    )
+    .expect("write");
+    let marathon = Rejecting::start();
+    let url = format!("http://{}", marathon.addr);
+    let logs = logs_while_rejected(
+        &marathon,
+        &[
+            "--marathon",
+            &url,
+            "--allow-transfer",
+            "127.0.0.0/8",
+            "--tsig-key",
+            &format!("inline.key.:hmac-sha256:{secret}"),
+            "--tsig-key-file",
+            &file.to_string_lossy(),
+        ],
+    );
+    assert!(!logs.is_empty());
+    assert!(!logs.contains(secret), "TSIG secret leaked:\n{logs}");
+    assert!(!logs.contains("dHNpZy1"), "TSIG secret leaked:\n{logs}");
+}

@@ -555,6 +555,15 @@ async fn with_tsig_secondaries_need_the_key() {
         .await,
         0
     );
+    // Both secondaries acknowledged signed NOTIFYs (each checks the signature).
+    assert!(
+        metric(
+            &running,
+            "marathon_dns_notify_total{outcome=\"acknowledged\"}"
+        )
+        .await
+            >= 2
+    );
 
     // Without the key: REFUSED, no records.
     let (m, _) = transfer(primary, transfer_request(RecordType::AXFR, None), None).await;

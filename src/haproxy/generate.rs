@@ -114,6 +114,7 @@ pub async fn watch(
         stream::StreamLimits {
             read_timeout: opts.stream_timeout,
             max_event: opts.max_event,
+            counts: None,
         },
         tx,
         shutdown.clone(),

@@ -36,13 +36,50 @@ const SUBSCRIBED: &[&str] = &[
     "event_stream_attached",
 ];
 
-/// How the stream protects itself.
-#[derive(Debug, Clone, Copy)]
+/// How the stream protects itself, and where it counts what it receives.
+#[derive(Debug, Clone, Default)]
 pub struct StreamLimits {
     /// Reconnect a stream silent for this long (Marathon sends a heartbeat every 10 s).
     pub read_timeout: Duration,
     /// Longest line or event accepted; beyond it the connection is dropped.
     pub max_event: u64,
+    /// Events received, by type (for `/metrics`), if wanted.
+    pub counts: Option<std::sync::Arc<EventTypes>>,
+}
+
+/// Events received by type: one counter per subscribed type, and one for anything else (a
+/// server older than 1.3.7 sends every type). Fixed labels, so a misbehaving Marathon cannot
+/// grow the metrics without bound.
+#[derive(Debug, Default)]
+pub struct EventTypes {
+    counts: [std::sync::atomic::AtomicU64; SUBSCRIBED.len() + 1],
+}
+
+impl EventTypes {
+    fn count(&self, event_type: &str) {
+        let i = SUBSCRIBED
+            .iter()
+            .position(|t| *t == event_type)
+            .unwrap_or(SUBSCRIBED.len());
+        self.counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Prometheus text: `marathon_dns_events_received_total{type}`.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP marathon_dns_events_received_total Marathon events received, by type (other: types not subscribed to).\n# TYPE marathon_dns_events_received_total counter"
+        );
+        for (i, c) in self.counts.iter().enumerate() {
+            let t = SUBSCRIBED.get(i).copied().unwrap_or("other");
+            let _ = writeln!(
+                out,
+                "marathon_dns_events_received_total{{type=\"{t}\"}} {}",
+                c.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    }
 }
 
 /// A stream counts as healthy (its reconnect backoff starts afresh) once it has stayed up
@@ -132,7 +169,7 @@ pub async fn run(
             Some(url) => {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    why = connect_once(&streaming, url, limits.max_event, &tx, &mut backoff, &mut failing) => why,
+                    why = connect_once(&streaming, url, &limits, &tx, &mut backoff, &mut failing) => why,
                 }
             }
             None => "no Marathon URL".into(),
@@ -303,7 +340,7 @@ impl<S: Stream> Stream for SyncCell<S> {
 async fn connect_once(
     client: &MarathonClient,
     url: Url,
-    max_event: u64,
+    limits: &StreamLimits,
     tx: &mpsc::Sender<StreamMessage>,
     backoff: &mut Backoff,
     failing: &mut bool,
@@ -312,7 +349,7 @@ async fn connect_once(
     let transport = Transport {
         client: client.clone(),
         answered_from: Arc::default(),
-        max_event,
+        max_event: limits.max_event,
     };
     let mut connected_at: Option<std::time::Instant> = None;
     let builder = match ClientBuilder::for_url(url.as_str()) {
@@ -356,6 +393,9 @@ async fn connect_once(
                 }
                 if std::mem::take(failing) {
                     info!("event stream to {base} is back");
+                }
+                if let Some(counts) = &limits.counts {
+                    counts.count(&ev.event_type);
                 }
                 let msg = match decode_event(&ev.event_type, &ev.data) {
                     Ok(Received::Model(decoded)) => StreamMessage::Event(decoded),
