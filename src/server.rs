@@ -118,9 +118,9 @@ pub enum SettingsError {
     CredentialsAndToken,
     #[error("Marathon credentials must be user:password")]
     BadCredentials,
-    #[error("--tsig-key: {0}")]
+    #[error("--tsig-key")]
     TsigKey(#[source] crate::transfer::tsig::KeyError),
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     TsigKeyFile {
         path: PathBuf,
         #[source]

@@ -105,4 +105,26 @@ fn example_config_lists_every_key_and_checks() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:2: ttl:"), "{err}");
+
+    // A TSIG key file with a bad secret: the file and line, never the secret.
+    let key = dir.path().join("transfer.key");
+    std::fs::write(
+        &key,
+        "key \"transfer.key.\" {\n  algorithm hmac-sha256;\n  secret \"not*base64\";\n};\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_marathon-dns"))
+        .args([
+            "check-config",
+            "--marathon",
+            "http://m:8080",
+            "--tsig-key-file",
+        ])
+        .arg(&key)
+        .output()
+        .expect("check-config runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("transfer.key: line 3:"), "{err}");
+    assert!(!err.contains("not*base64"), "{err}");
 }
