@@ -611,6 +611,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let client = marathon_client(&settings)?;
     let metrics = Arc::new(crate::dns::metrics::DnsMetrics::default());
     let status = Arc::new(SyncStatus::default());
+    if !settings.transfer.allow.0.is_empty() && settings.serial_file.is_none() {
+        warn!(
+            "--allow-transfer without --serial-file: after a restart, serials may repeat the previous run's and a secondary's IXFR could apply the wrong changes; set --serial-file"
+        );
+    }
     let journal = (!settings.transfer.allow.0.is_empty())
         .then(|| Arc::new(crate::transfer::Journal::new(settings.transfer.history)));
     let transfers = Arc::new(crate::transfer::Transfers::new(

@@ -601,6 +601,20 @@ async fn with_tsig_secondaries_need_the_key() {
         tsig.mac.is_empty(),
         "a BADSIG error is unsigned (RFC 8945 §5.3.2)"
     );
+    // A signed UPDATE (opcode 5) is NOTIMP, signed: it must not look like it succeeded.
+    let mut update = transfer_request(RecordType::SOA, None);
+    update[2] = (update[2] & 0x87) | (5 << 3);
+    marathon_dns::transfer::tsig::sign_request(&key(SECRET), &mut update, unix_now());
+    let answer =
+        Message::from_vec(&udp_raw(primary, &update).await.expect("an answer")).expect("valid");
+    assert_eq!(answer.metadata.response_code, ResponseCode::NotImp);
+    assert!(
+        answer
+            .additionals
+            .iter()
+            .any(|r| matches!(&r.data, RData::TSIG(t) if !t.mac.is_empty())),
+        "signed: {answer:?}"
+    );
     // With the key: the whole zone.
     let (m, _) = transfer(
         primary,
@@ -722,6 +736,14 @@ async fn transfer_answers_follow_the_rfcs() {
     .await;
     let records: usize = m.iter().map(|m| m.answers.len()).sum();
     assert_eq!(records, running.store.marathon().records().len() + 1);
+
+    // A reply is never answered, whatever it holds (two servers must not bounce replies).
+    let mut reply = transfer_request(RecordType::AXFR, None);
+    reply[2] |= 0x80;
+    assert!(
+        udp_raw(server, &reply).await.is_none(),
+        "a reply got an answer"
+    );
 
     let mut not_apex = query_message("web.prod.marathon.local", RecordType::AXFR, None);
     not_apex.metadata.id = 7;

@@ -98,12 +98,17 @@ pub fn last_additional_type(msg: &[u8]) -> Option<u16> {
 /// The UDP payload size of the message's OPT record, if it has one.
 pub fn edns_payload(msg: &[u8]) -> Option<u16> {
     let records = records(msg)?;
-    let &(_, owner, _, _) = records.iter().find(|r| r.0 == TYPE_OPT)?;
-    // OPT: root owner, type, then the payload size in the class field.
-    u16_at(msg, owner + 3)
+    let &(_, _, data, _) = records.iter().find(|r| r.0 == TYPE_OPT)?;
+    // The payload size is the OPT record's class field: before TTL (4) and RDLENGTH (2).
+    u16_at(msg, data - 8)
 }
 
 impl TransferQuery {
+    /// The request's opcode (0: QUERY).
+    pub fn opcode(&self) -> u16 {
+        (self.flags >> 11) & 0x0F
+    }
+
     /// Read a request with exactly one question; `None` if malformed (FORMERR).
     pub fn parse(msg: &[u8]) -> Option<Self> {
         let id = u16_at(msg, 0)?;

@@ -24,6 +24,8 @@ use crate::zone::store::ZoneStore;
 const OPCODE_NOTIFY: u16 = 4;
 /// How long one NOTIFY waits for its answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
+/// The shortest pause between a failed NOTIFY and the next one.
+const MIN_RETRY: Duration = Duration::from_secs(1);
 
 /// NOTIFY counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -102,7 +104,10 @@ impl Notifier {
             let serial = zone.serial();
             id = id.wrapping_add(1);
             let Some((message, mac)) = self.message(&zone, id) else {
-                return;
+                // Cannot happen for a zone with a SOA; never a silent end of NOTIFY.
+                warn!("cannot build a NOTIFY for {target}; trying again in 10 s");
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                continue;
             };
             self.stats.notify.sent.fetch_add(1, Ordering::Relaxed);
             match self.attempt(&socket, &message, id, mac.as_deref()).await {
@@ -129,9 +134,14 @@ impl Notifier {
                     // Again after the backoff, or at once for a newer serial: a secondary
                     // back from an outage then hears of the change without waiting out the
                     // longest delay (publishes are already coalesced).
+                    // At least MIN_RETRY apart, so a secondary that is down costs one
+                    // attempt per second at most however often the zone changes.
                     tokio::select! {
                         () = tokio::time::sleep(backoff.next_delay()) => {}
-                        () = self.status.wait_for(|_| self.zones.marathon().serial() != serial) => {}
+                        () = async {
+                            self.status.wait_for(|_| self.zones.marathon().serial() != serial).await;
+                            tokio::time::sleep(MIN_RETRY).await;
+                        } => {}
                     }
                 }
             }

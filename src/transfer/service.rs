@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::{DNSClass, RecordType};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::journal::Journal;
 use super::message::{Item, Messages, TYPE_AXFR, TYPE_IXFR, TransferQuery};
@@ -156,7 +156,9 @@ impl Transfers {
 
     /// Whether this message is for the transfer service: AXFR, IXFR, or anything signed.
     pub fn wants(msg: &[u8]) -> bool {
-        transfer_type(msg).is_some() || has_tsig(msg)
+        // Responses are never answered (two servers must not bounce replies forever).
+        let is_query = msg.get(2).is_some_and(|b| b & 0x80 == 0);
+        is_query && (transfer_type(msg).is_some() || has_tsig(msg))
     }
 
     /// Check the request's TSIG. Unsigned requests pass only while no key is configured
@@ -174,10 +176,15 @@ impl Transfers {
             failed @ Verified::Failed { .. } => {
                 self.stats.tsig_failed.fetch_add(1, Ordering::Relaxed);
                 let error = match &failed {
-                    Verified::Failed { error, .. } => error.to_string(),
-                    _ => String::new(),
+                    Verified::Failed { error, .. } => *error,
+                    _ => tsig::TsigError::FormErr,
                 };
-                info!("TSIG check failed: {error}");
+                // Debug only: anyone can send bad signatures; the counter shows them.
+                debug!("TSIG check failed: {error}");
+                if error == tsig::TsigError::FormErr {
+                    // A malformed TSIG record is a malformed message (RFC 8945 §5.2).
+                    return Auth::Reject(query.error(1));
+                }
                 let mut out = query.error(NOTAUTH);
                 tsig::append_error(&mut out, &failed, now);
                 Auth::Reject(out)
@@ -196,6 +203,12 @@ impl Transfers {
         let Some(query) = TransferQuery::parse(raw) else {
             return sink.send(&format_error(raw)).await;
         };
+        if query.opcode() != 0 {
+            return match self.not_implemented(raw, &query) {
+                Some(answer) => sink.send(&answer).await,
+                None => Ok(()),
+            };
+        }
         if !matches!(query.qtype, TYPE_AXFR | TYPE_IXFR) {
             if !self.policy.allow_query.allows(peer) {
                 return sink.send(&query.error(5)).await;
@@ -293,6 +306,9 @@ impl Transfers {
         let Some(query) = TransferQuery::parse(raw) else {
             return Some(format_error(raw));
         };
+        if query.opcode() != 0 {
+            return self.not_implemented(raw, &query);
+        }
         match query.qtype {
             TYPE_AXFR | TYPE_IXFR
                 if self.policy.allow.0.is_empty() || !self.policy.allow.allows(peer) =>
@@ -306,6 +322,21 @@ impl Transfers {
             _ => {
                 let limit = udp_limit(raw);
                 self.signed_query(raw, &query, limit)
+            }
+        }
+    }
+
+    /// NOTIMP for an opcode other than QUERY (UPDATE, NOTIFY to us …), signed if the request
+    /// was: a signed UPDATE must not look like it succeeded.
+    fn not_implemented(&self, raw: &[u8], query: &TransferQuery) -> Option<Vec<u8>> {
+        match self.authenticate(raw, query, false) {
+            Auth::Reject(answer) => Some(answer),
+            Auth::Ok(signed) => {
+                let mut out = query.error(4);
+                if let Some((key, mac)) = signed {
+                    ResponseSigner::new(key, &mac).sign(&mut out, unix_now());
+                }
+                Some(out)
             }
         }
     }
@@ -324,7 +355,8 @@ impl Transfers {
         let qclass = DNSClass::from(query.qclass);
         let mut buf = vec![0u8; usize::from(u16::MAX)];
         // Room for the TSIG record.
-        let limit = usize::from(limit).saturating_sub(if signed.is_some() { 300 } else { 0 });
+        let limit =
+            usize::from(limit.max(512)).saturating_sub(if signed.is_some() { 300 } else { 0 });
         let len = self.zones.with_zone(&query.qname, |zone| {
             // `--allow-query` was checked by the listener before the hand-off.
             let plan = answer::plan(zone, &query.qname, qtype, qclass, query.id);
@@ -334,7 +366,7 @@ impl Transfers {
                 question: &query.question,
                 edns: query.edns.map(|p| p.max(512).min(limit as u16)),
             };
-            encode::response(&mut buf, limit.max(512), &q, &plan)
+            encode::response(&mut buf, limit, &q, &plan)
         });
         let mut out = match len {
             Some(len) => buf[..len].to_vec(),
