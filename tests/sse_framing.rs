@@ -56,6 +56,7 @@ async fn decoded_events(body: Vec<u8>, n: usize) -> Vec<StreamMessage> {
         stream::StreamLimits {
             read_timeout: Duration::from_secs(10),
             max_event: 16 << 20,
+            counts: None,
         },
         tx,
         shutdown.clone(),
@@ -134,6 +135,7 @@ async fn an_endless_line_drops_the_connection_instead_of_filling_memory() {
             // Far longer than the test: only the size limit can end this connection.
             read_timeout: Duration::from_secs(60),
             max_event: 64 << 10,
+            counts: None,
         },
         tx,
         shutdown.clone(),
@@ -197,6 +199,7 @@ async fn arbitrary_bytes_never_stop_the_stream_task() {
             stream::StreamLimits {
                 read_timeout: Duration::from_millis(300),
                 max_event: 4096,
+                counts: None,
             },
             tx,
             shutdown.clone(),
