@@ -108,8 +108,23 @@ async fn run(a: Args) -> bool {
     let port = free_port();
     let dns: SocketAddr = ([127, 0, 0, 1], port).into();
     let work = tempfile::tempdir().expect("tempdir");
+    // BENCH_WRAP="heaptrack -o /tmp/h" runs the server under a profiler (the figures printed
+    // are then the wrapper's; the profile is what counts).
+    let wrap: Vec<String> = std::env::var("BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let mut command = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
     let server = Proc(
-        Command::new(&bin)
+        command
             .args(["serve", "--marathon", &sim.url(), "--listen"])
             .arg(dns.to_string())
             .args(["--admin-listen", "off", "--resync-interval", "1m"])
