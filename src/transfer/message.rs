@@ -87,6 +87,14 @@ fn records(msg: &[u8]) -> Option<Vec<(u16, usize, usize, usize)>> {
     Some(out)
 }
 
+/// The type of the first question, if the message has one.
+pub fn question_type(msg: &[u8]) -> Option<u16> {
+    if u16_at(msg, 4)? == 0 {
+        return None;
+    }
+    u16_at(msg, skip_name(msg, 12)?)
+}
+
 /// The type of a message's last record (a TSIG is always last, RFC 8945 §5.1).
 pub fn last_additional_type(msg: &[u8]) -> Option<u16> {
     if u16_at(msg, 10)? == 0 {

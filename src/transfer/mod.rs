@@ -16,3 +16,10 @@ pub mod tsig;
 
 pub use journal::Journal;
 pub use service::{FrameSink, TransferPolicy, TransferStats, Transfers};
+
+/// Seconds since the Unix epoch: TSIG's clock (0 if the clock is before 1970).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

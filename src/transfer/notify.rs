@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::tsig::{self, Key};
+use super::unix_now;
 use crate::backoff::Backoff;
 use crate::dns::encode::Encoder;
 use crate::sync::SyncStatus;
@@ -214,12 +215,6 @@ impl Notifier {
             return Ok(());
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A message ID that differs between runs (answers to a previous run's NOTIFYs are ignored).

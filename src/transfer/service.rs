@@ -10,7 +10,6 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::{DNSClass, RecordType};
 use tracing::{debug, warn};
@@ -18,6 +17,7 @@ use tracing::{debug, warn};
 use super::journal::Journal;
 use super::message::{Item, Messages, TYPE_AXFR, TYPE_IXFR, TransferQuery};
 use super::tsig::{self, Key, ResponseSigner, Verified};
+use super::unix_now;
 use crate::dns::answer;
 use crate::dns::encode;
 use crate::dns::policy::NetList;
@@ -112,22 +112,17 @@ pub struct Transfers {
     pub stats: Arc<TransferStats>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The last additional record is a TSIG (type 250): the message must be verified and its
 /// answer signed.
 pub fn has_tsig(msg: &[u8]) -> bool {
     super::message::last_additional_type(msg) == Some(super::message::TYPE_TSIG)
 }
 
-/// The question type of a message with one question, if it is AXFR or IXFR.
+/// The question type of a message, if it is AXFR or IXFR (read without allocating: every TCP
+/// query is asked).
 pub fn transfer_type(msg: &[u8]) -> Option<u16> {
-    let q = TransferQuery::parse(msg)?;
-    matches!(q.qtype, TYPE_AXFR | TYPE_IXFR).then_some(q.qtype)
+    let qtype = super::message::question_type(msg)?;
+    matches!(qtype, TYPE_AXFR | TYPE_IXFR).then_some(qtype)
 }
 
 /// The verdict on a request's signature.
