@@ -27,6 +27,11 @@ use crate::zone::serial;
 use crate::zone::snapshot::ZoneSnapshot;
 use crate::zone::store::ZoneStore;
 
+// Response codes sent from raw bytes (RFC 1035 §4.1.1, RFC 2136 §2.2).
+const FORMERR: u8 = 1;
+const SERVFAIL: u8 = 2;
+const NOTIMP: u8 = 4;
+const REFUSED: u8 = 5;
 const NOTAUTH: u8 = 9;
 
 /// Who may transfer, and with which keys.
@@ -164,7 +169,7 @@ impl Transfers {
             Verified::Unsigned if require && !self.policy.keys.is_empty() => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 debug!("unsigned transfer request refused (TSIG keys are configured)");
-                Auth::Reject(query.error(5))
+                Auth::Reject(query.error(REFUSED))
             }
             Verified::Unsigned => Auth::Ok(None),
             Verified::Signed { key, mac, .. } => Auth::Ok(Some((key, mac))),
@@ -178,7 +183,7 @@ impl Transfers {
                 debug!("TSIG check failed: {error}");
                 if error == tsig::TsigError::FormErr {
                     // A malformed TSIG record is a malformed message (RFC 8945 §5.2).
-                    return Auth::Reject(query.error(1));
+                    return Auth::Reject(query.error(FORMERR));
                 }
                 let mut out = query.error(NOTAUTH);
                 tsig::append_error(&mut out, &failed, now);
@@ -206,7 +211,7 @@ impl Transfers {
         }
         if !matches!(query.qtype, TYPE_AXFR | TYPE_IXFR) {
             if !self.policy.allow_query.allows(peer) {
-                return sink.send(&query.error(5)).await;
+                return sink.send(&query.error(REFUSED)).await;
             }
             return match self.signed_query(raw, &query, u16::MAX) {
                 Some(answer) => sink.send(&answer).await,
@@ -217,7 +222,7 @@ impl Transfers {
         if self.policy.allow.0.is_empty() || !self.policy.allow.allows(peer) {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             debug!("transfer from {peer} refused: not in --allow-transfer");
-            return sink.send(&query.error(5)).await;
+            return sink.send(&query.error(REFUSED)).await;
         }
         let signer = match self.authenticate(raw, &query, true) {
             Auth::Reject(answer) => return sink.send(&answer).await,
@@ -235,7 +240,7 @@ impl Transfers {
         if is_marathon && !self.status.is_synced() {
             // Before the first sync the zone is empty: a secondary must keep what it has.
             debug!("transfer from {peer} answered SERVFAIL: Marathon not synced yet");
-            return out.send(query.error(2)).await;
+            return out.send(query.error(SERVFAIL)).await;
         }
         let soa = zone.soa_record();
         let result = match (query.qtype, query.client_serial) {
@@ -252,7 +257,7 @@ impl Transfers {
                     Some(changes) => {
                         self.stats.ixfr.fetch_add(1, Ordering::Relaxed);
                         let Some(&(owner, ttl, new_soa)) = soa.as_ref() else {
-                            return out.send(query.error(2)).await;
+                            return out.send(query.error(SERVFAIL)).await;
                         };
                         let old_soa = with_serial(new_soa, client);
                         fn own(c: &(crate::zone::name::WireName, u32, Rdata)) -> Item<'_> {
@@ -309,10 +314,10 @@ impl Transfers {
                 if self.policy.allow.0.is_empty() || !self.policy.allow.allows(peer) =>
             {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                Some(query.error(5))
+                Some(query.error(REFUSED))
             }
-            _ if !self.policy.allow_query.allows(peer) => Some(query.error(5)),
-            TYPE_AXFR => Some(query.error(4)),
+            _ if !self.policy.allow_query.allows(peer) => Some(query.error(REFUSED)),
+            TYPE_AXFR => Some(query.error(NOTIMP)),
             // The answer to an IXFR over UDP is the SOA: what a SOA query answers.
             _ => {
                 let limit = udp_limit(raw);
@@ -327,7 +332,7 @@ impl Transfers {
         match self.authenticate(raw, query, false) {
             Auth::Reject(answer) => Some(answer),
             Auth::Ok(signed) => {
-                let mut out = query.error(4);
+                let mut out = query.error(NOTIMP);
                 if let Some((key, mac)) = signed {
                     ResponseSigner::new(key, &mac).sign(&mut out, unix_now());
                 }
@@ -365,7 +370,7 @@ impl Transfers {
         });
         let mut out = match len {
             Some(len) => buf[..len].to_vec(),
-            None => query.error(2),
+            None => query.error(SERVFAIL),
         };
         if let Some((key, mac)) = signed {
             ResponseSigner::new(key, &mac).sign(&mut out, unix_now());
@@ -452,7 +457,7 @@ impl<S: FrameSink> Out<'_, S> {
                 Err(e) => {
                     warn!("zone transfer failed: {e}");
                     // Never a short zone: end with SERVFAIL instead of the rest.
-                    self.send(query.error(2)).await?;
+                    self.send(query.error(SERVFAIL)).await?;
                     return Err(io::Error::other(e));
                 }
             }
