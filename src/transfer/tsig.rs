@@ -1958,7 +1958,7 @@ mod tests {
             }
         };
         let reply = answer(&buf[..n]);
-        sock.send_to(&reply, peer).unwrap();
+        sock.send_to(&reply, peer).expect("UDP send on loopback");
         output(child)
     }
 
@@ -1986,11 +1986,15 @@ mod tests {
         stream.read_exact(&mut len).unwrap();
         let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
         stream.read_exact(&mut q).unwrap();
+        // kdig stops reading at the first message it rejects: later writes may fail, and the
+        // test judges kdig's output, not our writes.
         for m in answer(&q) {
-            stream.write_all(&(m.len() as u16).to_be_bytes()).unwrap();
-            stream.write_all(&m).unwrap();
+            let frame = [&(m.len() as u16).to_be_bytes()[..], &m].concat();
+            if stream.write_all(&frame).is_err() {
+                break;
+            }
         }
-        stream.flush().unwrap();
+        let _ = stream.flush();
         let out = output(child);
         drop(stream);
         out
@@ -2228,8 +2232,12 @@ mod tests {
                 continue;
             }
             let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            stream.read_exact(&mut q).unwrap();
-            let qtype_at = skip_name(&q, HEADER_LEN).unwrap();
+            if stream.read_exact(&mut q).is_err() {
+                continue;
+            }
+            let Some(qtype_at) = skip_name(&q, HEADER_LEN) else {
+                continue;
+            };
             let msgs = if get_u16(&q, qtype_at) == Some(252) {
                 answer(&q)
             } else {
@@ -2239,9 +2247,13 @@ mod tests {
                 ResponseSigner::new(&key(), &mac).sign(&mut r, unix_now());
                 vec![r]
             };
+            // knotd may close a connection it no longer needs (its log line saying why can
+            // lag behind): a failed write ends that connection, not the test.
             for m in msgs {
-                stream.write_all(&(m.len() as u16).to_be_bytes()).unwrap();
-                stream.write_all(&m).unwrap();
+                let frame = [&(m.len() as u16).to_be_bytes()[..], &m].concat();
+                if stream.write_all(&frame).is_err() {
+                    break;
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(100));
