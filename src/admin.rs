@@ -181,6 +181,12 @@ async fn metrics(State(a): State<Admin>) -> Response {
         zone.serial().to_string(),
     );
     metric(
+        "zone_records",
+        "gauge",
+        "Records in the published Marathon zone, the SOA excluded.",
+        zone.record_count().to_string(),
+    );
+    metric(
         "zone_names",
         "gauge",
         "Names in the published Marathon zone, empty non-terminals included.",

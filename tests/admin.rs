@@ -50,6 +50,16 @@ async fn ready_metrics_and_zone_views() {
     // Metrics move with events.
     let (_, before) = get(&format!("{base}/metrics")).await;
     assert_eq!(metric(&before, "marathon_dns_marathon_synced"), 1.0);
+    let records = metric(&before, "marathon_dns_zone_records");
+    assert_eq!(
+        records as usize,
+        running.store.marathon().record_count(),
+        "{before}"
+    );
+    assert!(
+        records >= 3.0,
+        "NS, its address and the task's records: {records}"
+    );
     let publishes = metric(&before, "marathon_dns_zone_publishes_total");
     let events = metric(&before, "marathon_dns_events_total");
     let status_updates = metric(

@@ -727,6 +727,57 @@ async fn transfer_answers_follow_the_rfcs() {
     assert!(added.iter().any(|r| r.contains("127.0.0.41")), "{added:?}");
     assert!(added.len() < 10, "a difference, not the zone: {added:?}");
 
+    // Every task replaced since a serial: the difference (all removed + all added) is larger
+    // than the zone, which is sent instead.
+    let before = running.status.serial();
+    for app in ["/prod/web", "/prod/api", "/dev/db"] {
+        for t in sim.tasks_of(app) {
+            sim.kill_task(&t.id);
+        }
+        for h in ["127.0.0.51", "127.0.0.52", "127.0.0.53"] {
+            sim.start_task(app, h, &[]).expect("task");
+        }
+    }
+    eventually("all tasks replaced", || async {
+        let mut replaced = true;
+        for name in [
+            "web.prod.marathon.local",
+            "api.prod.marathon.local",
+            "db.dev.marathon.local",
+        ] {
+            let mut a = rdata(&q(server, name, RecordType::A).await, RecordType::A);
+            a.sort();
+            replaced &= a == ["127.0.0.51", "127.0.0.52", "127.0.0.53"];
+        }
+        replaced
+    })
+    .await;
+    let full_before = metric(
+        &running,
+        "marathon_dns_transfers_total{result=\"ixfr_full_zone\"}",
+    )
+    .await;
+    let (m, _) = transfer(
+        server,
+        transfer_request(RecordType::IXFR, Some(before)),
+        None,
+    )
+    .await;
+    let records: usize = m.iter().map(|m| m.answers.len()).sum();
+    assert_eq!(
+        records,
+        running.store.marathon().record_count() + 2,
+        "the whole zone, SOA twice"
+    );
+    assert_eq!(
+        metric(
+            &running,
+            "marathon_dns_transfers_total{result=\"ixfr_full_zone\"}"
+        )
+        .await,
+        full_before + 1
+    );
+
     // A serial never published here: the whole zone, as an AXFR would send it.
     let (m, _) = transfer(
         server,

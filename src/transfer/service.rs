@@ -250,10 +250,13 @@ impl Transfers {
                 out.stream(&query, Box::new(soa.into_iter())).await
             }
             (TYPE_IXFR, Some(client)) => {
-                match is_marathon
+                // A difference larger than the zone is worse than the zone (RFC 1995 §4 lets
+                // the server send it whole instead).
+                let changes = is_marathon
                     .then(|| self.journal.between(client, zone.serial()))
                     .flatten()
-                {
+                    .filter(|c| c.removed.len() + c.added.len() <= zone.record_count());
+                match changes {
                     Some(changes) => {
                         self.stats.ixfr.fetch_add(1, Ordering::Relaxed);
                         let Some(&(owner, ttl, new_soa)) = soa.as_ref() else {
@@ -280,7 +283,9 @@ impl Transfers {
                     }
                     None => {
                         self.stats.ixfr_full.fetch_add(1, Ordering::Relaxed);
-                        debug!("IXFR from {client} to {peer}: not in the history, whole zone");
+                        debug!(
+                            "IXFR from {client} to {peer}: not in the history, or larger than the zone: whole zone"
+                        );
                         out.stream(&query, Box::new(full_zone(&zone, soa.as_ref())))
                             .await
                     }

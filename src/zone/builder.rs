@@ -49,6 +49,8 @@ pub struct ZoneBuilder {
     /// Records that entered (+1) or left (-1) the zone since the last `take_changes`, when
     /// asked to keep them (IXFR): net per record, so churn within one publish cancels out.
     changes: Option<BTreeMap<Change, i8>>,
+    /// Records in the node map, the SOA excluded.
+    records: usize,
 }
 
 /// One record of the zone as IXFR lists it: owner, TTL, data.
@@ -77,8 +79,11 @@ impl ZoneBuilder {
         }
         static_unit.records.sort();
         static_unit.records.dedup();
+        let mut records = 0;
         for (owner, ttl, rdata) in &static_unit.records {
-            nodes.update(owner, |n| n.add(*ttl, rdata));
+            if nodes.update(owner, |n| n.add(*ttl, rdata)) {
+                records += 1;
+            }
             snapshot::add_name(&mut nodes, owner, &origin);
         }
         let mut builder = Self {
@@ -94,6 +99,7 @@ impl ZoneBuilder {
             units: HashMap::new(),
             unresolved: BTreeSet::new(),
             changes: None,
+            records,
         };
         builder.set_soa(serial);
         builder
@@ -153,7 +159,7 @@ impl ZoneBuilder {
         if serial != self.serial {
             self.set_soa(serial);
         }
-        ZoneSnapshot::from_parts(self.origin.clone(), self.nodes.clone())
+        ZoneSnapshot::from_parts(self.origin.clone(), self.nodes.clone(), self.records)
     }
 
     /// Apps whose units skipped agents that did not resolve (to try again later).
@@ -351,12 +357,14 @@ impl ZoneBuilder {
         }
         for (owner, ttl, rdata) in sorted_minus(&new.records, &old.records) {
             if self.nodes.update(owner, |n| n.add(*ttl, rdata)) {
+                self.records += 1;
                 self.note((owner, *ttl, rdata), 1);
             }
             records += 1;
         }
         for (owner, ttl, rdata) in sorted_minus(&old.records, &new.records) {
             if self.nodes.update_bytes(owner, |n| n.remove(*ttl, rdata)) {
+                self.records -= 1;
                 self.note((owner, *ttl, rdata), -1);
             }
             records += 1;
@@ -555,6 +563,7 @@ mod tests {
             }
             let changes = b.take_changes();
             let after = record_set(&mut b);
+            assert_eq!(b.snapshot(1).record_count(), after.len(), "step {step}");
             let removed: BTreeSet<Change> = before.difference(&after).cloned().collect();
             let added: BTreeSet<Change> = after.difference(&before).cloned().collect();
             assert_eq!(

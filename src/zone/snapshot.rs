@@ -99,12 +99,14 @@ pub struct ZoneSnapshot {
     serial: u32,
     /// TTL of the SOA in negative answers: min(SOA TTL, SOA minimum) (RFC 2308 §3).
     negative_ttl: u32,
+    /// Records other than the SOA.
+    records: usize,
     nodes: Nodes,
 }
 
 impl ZoneSnapshot {
     /// A zone from its parts; the SOA must be at the origin in `nodes`.
-    pub(crate) fn from_parts(origin: WireName, nodes: Nodes) -> Self {
+    pub(crate) fn from_parts(origin: WireName, nodes: Nodes, records: usize) -> Self {
         let (serial, negative_ttl) = nodes
             .get(&origin)
             .and_then(|n| n.rrset(RecordType::SOA))
@@ -118,6 +120,7 @@ impl ZoneSnapshot {
             origin,
             serial,
             negative_ttl,
+            records,
             nodes,
         }
     }
@@ -128,6 +131,7 @@ impl ZoneSnapshot {
     pub fn new(soa: Record, records: impl IntoIterator<Item = Record>) -> Self {
         let origin = name::lower(&soa.name);
         let mut nodes = Nodes::new();
+        let mut count = 0;
         let mut seen = std::collections::BTreeSet::new();
         for record in std::iter::once(soa).chain(records) {
             let owner = name::lower(&record.name);
@@ -138,10 +142,18 @@ impl ZoneSnapshot {
             if !seen.insert((owner.clone(), record.ttl, rdata.clone())) {
                 continue;
             }
-            nodes.update(&owner, |n| n.add(record.ttl, &rdata));
+            let is_soa = rdata.record_type() == RecordType::SOA;
+            if nodes.update(&owner, |n| n.add(record.ttl, &rdata)) && !is_soa {
+                count += 1;
+            }
             add_name(&mut nodes, &owner, &origin);
         }
-        Self::from_parts(origin, nodes)
+        Self::from_parts(origin, nodes, count)
+    }
+
+    /// Records in the zone, the SOA excluded (what an AXFR sends between its two SOAs).
+    pub fn record_count(&self) -> usize {
+        self.records
     }
 
     pub fn origin(&self) -> &Name {
