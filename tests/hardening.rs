@@ -82,13 +82,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 }
 
 async fn metric(running: &marathon_dns::server::Running, name: &str) -> f64 {
-    let admin = running.admin.expect("admin");
-    let (_, body) = http_get(&format!("http://{admin}/metrics"))
-        .await
-        .expect("metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name}"))
+    admin_metric(running, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,11 @@ const ZONE: &str = "marathon.local";
 const SECRET: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=";
 const KEY: &str = "transfer.key.";
 
+/// `--allow-transfer 127.0.0.0/8`.
+fn loopback() -> marathon_dns::dns::policy::NetList {
+    marathon_dns::dns::policy::NetList(vec!["127.0.0.0/8".parse().expect("net")])
+}
+
 fn web_app(id: &str) -> SimApp {
     SimApp::new(id, SimNetwork::Host, vec![SimPort::tcp(Some("http"), 0)])
 }
@@ -44,8 +49,7 @@ fn populate(sim: &Simulator) {
 /// marathon-dns settings for a primary: transfers allowed from loopback, NOTIFY to `notify`.
 fn primary_settings(sim: &Simulator, dir: &Path, notify: SocketAddr, tsig: bool) -> Settings {
     let mut s = settings(vec![sim.url()]);
-    s.transfer.allow =
-        marathon_dns::dns::policy::NetList(vec!["127.0.0.0/8".parse().expect("net")]);
+    s.transfer.allow = loopback();
     s.transfer.history = 1000;
     s.transfer.notify = vec![notify];
     if tsig {
@@ -253,15 +257,8 @@ async fn assert_same_answers(running: &Running, secondary: &Secondary) {
 }
 
 /// A counter from marathon-dns's `/metrics`.
-async fn metric(running: &Running, line_start: &str) -> u64 {
-    let admin = running.admin.expect("admin listener");
-    let (_, body) = http_get(&format!("http://{admin}/metrics"))
-        .await
-        .expect("metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{line_start} not in /metrics:\n{body}"))
+async fn metric(running: &Running, series: &str) -> u64 {
+    admin_metric(running, series).await as u64
 }
 
 /// The whole life of a secondary: initial AXFR, identical answers, a burst of task changes
@@ -656,8 +653,7 @@ async fn transfer_answers_follow_the_rfcs() {
     running.shutdown().await;
 
     let running = start_against(&sim, |s| {
-        s.transfer.allow =
-            marathon_dns::dns::policy::NetList(vec!["127.0.0.0/8".parse().expect("net")]);
+        s.transfer.allow = loopback();
     })
     .await;
     let server = running.tcp[0];
@@ -805,8 +801,7 @@ async fn transfer_answers_follow_the_rfcs() {
     // Marathon down from the start: the zone is empty, transfers wait for the first sync.
     sim.fail_rest(Some(503));
     let mut s = settings(vec![sim.url()]);
-    s.transfer.allow =
-        marathon_dns::dns::policy::NetList(vec!["127.0.0.0/8".parse().expect("net")]);
+    s.transfer.allow = loopback();
     let running = server::start(s).await.expect("starts");
     let (m, _) = transfer(
         running.tcp[0],
@@ -835,8 +830,7 @@ async fn a_100000_task_zone_transfers_whole() {
         }
     }
     let mut s = settings(vec![sim.url()]);
-    s.transfer.allow =
-        marathon_dns::dns::policy::NetList(vec!["127.0.0.0/8".parse().expect("net")]);
+    s.transfer.allow = loopback();
     let running = server::start(s).await.expect("server starts");
     // A debug build syncing 100,000 tasks beside other tests: give it time.
     tokio::time::timeout(Duration::from_secs(180), running.wait_live())

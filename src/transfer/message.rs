@@ -95,12 +95,25 @@ pub fn question_type(msg: &[u8]) -> Option<u16> {
     u16_at(msg, skip_name(msg, 12)?)
 }
 
-/// The type of a message's last record (a TSIG is always last, RFC 8945 §5.1).
+/// The type of a message's last record (a TSIG is always last, RFC 8945 §5.1). Walks the
+/// message without allocating: every TCP query with EDNS is asked.
 pub fn last_additional_type(msg: &[u8]) -> Option<u16> {
     if u16_at(msg, 10)? == 0 {
         return None;
     }
-    records(msg)?.last().map(|r| r.0)
+    let count = |i| u16_at(msg, i).map(usize::from);
+    let total = count(6)? + count(8)? + count(10)?;
+    let mut at = 12;
+    for _ in 0..count(4)? {
+        at = skip_name(msg, at)? + 4;
+    }
+    let mut last = None;
+    for _ in 0..total {
+        at = skip_name(msg, at)?;
+        last = Some(u16_at(msg, at)?);
+        at += 10 + usize::from(u16_at(msg, at + 8)?);
+    }
+    (at <= msg.len()).then_some(last).flatten()
 }
 
 /// The UDP payload size of the message's OPT record, if it has one.
@@ -321,6 +334,20 @@ mod tests {
             if let Some(q) = TransferQuery::parse(&m[..cut]) {
                 assert_ne!(q.client_serial, Some(77), "cut at {cut}");
             }
+        }
+    }
+
+    #[test]
+    fn the_last_record_type_is_found_and_truncations_are_safe() {
+        let mut m = axfr_request("z", TYPE_AXFR);
+        assert_eq!(last_additional_type(&m), None, "no additional records");
+        m[11] = 1;
+        // An OPT record (root owner, type 41, payload 1232, no options).
+        m.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(last_additional_type(&m), Some(TYPE_OPT));
+        assert_eq!(edns_payload(&m), Some(1232));
+        for cut in 0..m.len() {
+            assert_eq!(last_additional_type(&m[..cut]), None, "cut at {cut}");
         }
     }
 

@@ -23,3 +23,25 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// One Prometheus counter family, `marathon_dns_<name>{<label>="…"}`, in the given order.
+fn render_counters(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: &[(&str, &std::sync::atomic::AtomicU64)],
+) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP marathon_dns_{name} {help}\n# TYPE marathon_dns_{name} counter"
+    );
+    for (value, counter) in series {
+        let _ = writeln!(
+            out,
+            "marathon_dns_{name}{{{label}=\"{value}\"}} {}",
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+}

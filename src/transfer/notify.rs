@@ -39,22 +39,17 @@ pub struct NotifyStats {
 
 impl NotifyStats {
     pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(
+        super::render_counters(
             out,
-            "# HELP marathon_dns_notify_total NOTIFY messages to secondaries, by outcome.\n# TYPE marathon_dns_notify_total counter"
+            "notify_total",
+            "NOTIFY messages to secondaries, by outcome.",
+            "outcome",
+            &[
+                ("sent", &self.sent),
+                ("acknowledged", &self.acknowledged),
+                ("failed", &self.failed),
+            ],
         );
-        for (outcome, c) in [
-            ("sent", &self.sent),
-            ("acknowledged", &self.acknowledged),
-            ("failed", &self.failed),
-        ] {
-            let _ = writeln!(
-                out,
-                "marathon_dns_notify_total{{outcome=\"{outcome}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
     }
 }
 

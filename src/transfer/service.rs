@@ -69,25 +69,21 @@ impl TransferStats {
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(
+        super::render_counters(
             out,
-            "# HELP marathon_dns_transfers_total Zone transfers answered, by kind.\n# TYPE marathon_dns_transfers_total counter"
+            "transfers_total",
+            "Zone transfers answered, by kind.",
+            "result",
+            &[
+                ("axfr", &self.axfr),
+                ("ixfr", &self.ixfr),
+                ("ixfr_full_zone", &self.ixfr_full),
+                ("ixfr_up_to_date", &self.ixfr_current),
+                ("refused", &self.refused),
+                ("tsig_failed", &self.tsig_failed),
+                ("aborted", &self.aborted),
+            ],
         );
-        for (kind, c) in [
-            ("axfr", &self.axfr),
-            ("ixfr", &self.ixfr),
-            ("ixfr_full_zone", &self.ixfr_full),
-            ("ixfr_up_to_date", &self.ixfr_current),
-            ("refused", &self.refused),
-            ("tsig_failed", &self.tsig_failed),
-            ("aborted", &self.aborted),
-        ] {
-            let _ = writeln!(
-                out,
-                "marathon_dns_transfers_total{{result=\"{kind}\"}} {}",
-                get(c)
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP marathon_dns_transfer_messages_total Messages sent in zone transfers.\n# TYPE marathon_dns_transfer_messages_total counter\nmarathon_dns_transfer_messages_total {}",
@@ -218,8 +214,9 @@ impl Transfers {
                 None => Ok(()),
             };
         }
-        // Unlike --allow-query, an empty --allow-transfer means nobody.
-        if self.policy.allow.0.is_empty() || !self.policy.allow.allows(peer) {
+        // Unlike --allow-query, an empty --allow-transfer means nobody: `contains`, not
+        // `allows`.
+        if !self.policy.allow.contains(peer) {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             debug!("transfer from {peer} refused: not in --allow-transfer");
             return sink.send(&query.error(REFUSED)).await;
@@ -315,9 +312,7 @@ impl Transfers {
             return self.not_implemented(raw, &query);
         }
         match query.qtype {
-            TYPE_AXFR | TYPE_IXFR
-                if self.policy.allow.0.is_empty() || !self.policy.allow.allows(peer) =>
-            {
+            TYPE_AXFR | TYPE_IXFR if !self.policy.allow.contains(peer) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 Some(query.error(REFUSED))
             }

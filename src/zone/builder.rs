@@ -429,6 +429,16 @@ mod tests {
         }
     }
 
+    /// A reproducible pseudo-random `0..n` source (xorshift64).
+    fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        }
+    }
+
     fn full(cluster: &Cluster) -> Vec<String> {
         let soa = SoaTemplate::default_for(&cfg().origin);
         let mut b = ZoneBuilder::new(cfg(), soa, &[], 1);
@@ -465,13 +475,7 @@ mod tests {
         let mut cluster = Cluster::default();
         let soa = SoaTemplate::default_for(&cfg().origin);
         let mut b = ZoneBuilder::new(cfg(), soa, &[], 1);
-        let mut seed = 12345u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = xorshift(12345u64);
         for step in 0..400 {
             let id = ids[next(ids.len() as u64) as usize].to_string();
             match next(5) {
@@ -528,13 +532,7 @@ mod tests {
         let soa = SoaTemplate::default_for(&cfg().origin);
         let mut b = ZoneBuilder::new(cfg(), soa, &[], 1);
         b.keep_changes();
-        let mut seed = 99u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = xorshift(99u64);
         let mut before = record_set(&mut b);
         for step in 0..300 {
             // Several updates between two publishes: churn inside one delta nets out.

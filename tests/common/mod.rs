@@ -555,6 +555,18 @@ pub async fn http_get(url: &str) -> Option<(u16, String)> {
     Some((status, body.to_string()))
 }
 
+/// One series of a running server's `/metrics` (the whole line up to the value, labels
+/// included); panics with the page if it is missing.
+pub async fn admin_metric(running: &Running, series: &str) -> f64 {
+    let admin = running.admin.expect("admin listener");
+    let (_, body) = http_get(&format!("http://{admin}/metrics"))
+        .await
+        .expect("metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{body}"))
+}
+
 /// The real binary, running; killed when dropped.
 pub struct Daemon {
     pub child: std::process::Child,
